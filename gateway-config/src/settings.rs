@@ -1,0 +1,271 @@
+//! The bridge's configuration, section by section.
+//!
+//! Every section is declared once with [`section!`]: its fields, their documentation and
+//! their defaults. From that one declaration come the serde struct (`#[serde(default)]`,
+//! so an empty file is valid), its `Default`, and the key list that the commented default
+//! file and the unknown-key check use. A doc comment here is what a user reads in
+//! `longproto-bridge configfile`.
+use crate::region::Region;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What a section knows about itself: its key, its doc lines and its fields' docs.
+#[derive(Debug, Clone, Copy)]
+pub struct SectionInfo {
+    /// The TOML table name.
+    pub key: &'static str,
+    /// The section's doc lines.
+    pub doc: &'static [&'static str],
+    /// Each field's key and doc lines, in declaration order.
+    pub fields: &'static [(&'static str, &'static [&'static str])],
+    /// Fields that are free-form tables (any key is valid inside).
+    pub open_tables: &'static [&'static str],
+}
+
+macro_rules! section {
+    (
+        $(#[doc = $sdoc:literal])*
+        $name:ident ($key:literal) {
+            $(
+                $(#[doc = $doc:literal])*
+                $field:ident : $ty:ty = $default:expr
+            ),* $(,)?
+        }
+        $(open: [$($open:literal),*])?
+    ) => {
+        $(#[doc = $sdoc])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(default)]
+        pub struct $name {
+            $( $(#[doc = $doc])* pub $field: $ty, )*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self { $( $field: $default, )* }
+            }
+        }
+
+        impl $name {
+            /// This section's key, docs and fields.
+            pub const INFO: SectionInfo = SectionInfo {
+                key: $key,
+                doc: &[$($sdoc),*],
+                fields: &[$( (stringify!($field), &[$($doc),*]), )*],
+                open_tables: &[$($($open),*)?],
+            };
+        }
+    };
+}
+
+section! {
+    /// The MQTT broker the bridge shares with ChirpStack and with the operators' tools.
+    MqttSettings ("mqtt") {
+        /// Broker URL: mqtt:// or tcp:// (plain), mqtts:// or ssl:// (TLS). The port
+        /// defaults to 1883, or 8883 with TLS.
+        server: String = "tcp://127.0.0.1:1883".into(),
+        /// Client id. Keep it stable: with `clean_session = false` the broker keeps the
+        /// bridge's subscriptions and queued messages under this id while it is away.
+        client_id: String = "longproto-bridge".into(),
+        /// User name; empty for an anonymous connection.
+        username: String = String::new(),
+        /// Password. Prefer `password_file`, which keeps it out of this file.
+        password: String = String::new(),
+        /// A file holding the password, e.g. a systemd credential
+        /// ("/run/credentials/longproto-bridge.service/mqtt-password").
+        password_file: String = String::new(),
+        /// CA certificate (PEM) that signs the broker's certificate, for mqtts://.
+        ca_cert: String = String::new(),
+        /// Client certificate (PEM) for mutual TLS; needs `tls_key`.
+        tls_cert: String = String::new(),
+        /// Client private key (PEM) for mutual TLS; needs `tls_cert`.
+        tls_key: String = String::new(),
+        /// Keepalive interval in seconds (5..=65535).
+        keepalive_s: u16 = 30,
+        /// Start a fresh session on every connect. Off by default, so that messages
+        /// published with QoS 1 while the bridge is away are delivered when it returns.
+        clean_session: bool = false,
+        /// Root of every topic the bridge publishes and reads:
+        /// {root}/{network}/{id}/telemetry, .../state, .../command, .../command-events,
+        /// and {root}/bridge/status.
+        topic_root: String = "longproto/v1".into(),
+        /// Longest wait between two reconnection attempts, in milliseconds; the wait
+        /// starts at 50 ms and doubles up to this cap.
+        reconnect_max_ms: u32 = 1000,
+        /// QoS 1 messages the bridge may have in flight to the broker at once.
+        max_inflight: u16 = 256,
+    }
+}
+
+/// How ChirpStack's MQTT integration encodes its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Marshaler {
+    /// JSON, ChirpStack's default.
+    Json,
+    /// Protobuf.
+    Protobuf,
+    /// Tell them apart per message (a JSON event starts with `{`).
+    Auto,
+}
+
+section! {
+    /// The ChirpStack v4 MQTT integration: where its events arrive and where downlinks go.
+    ChirpstackSettings ("chirpstack") {
+        /// Event topic, in ChirpStack's own template syntax, so the line can be pasted
+        /// from chirpstack.toml's [integration.mqtt] (event_topic).
+        event_topic: String =
+            "application/{{application_id}}/device/{{dev_eui}}/event/{{event}}".into(),
+        /// Command topic, ChirpStack's template (command_topic); the bridge publishes
+        /// with {{command}} = "down".
+        command_topic: String =
+            "application/{{application_id}}/device/{{dev_eui}}/command/{{command}}".into(),
+        /// How events are encoded: "json", "protobuf", or "auto" (per message).
+        marshaler: Marshaler = Marshaler::Auto,
+        /// ChirpStack's get_downlink_data_delay, in milliseconds: after publishing an
+        /// uplink event ChirpStack waits this long, then reads the device queue for that
+        /// uplink's receive window. A class A downlink must be published within it.
+        downlink_budget_ms: u32 = 100,
+        /// The region assumed when an event does not name one (regionConfigId).
+        region: Region = Region::Eu868,
+        /// Size downlinks for a LoRaWAN repeater (the smaller repeater-compatible N).
+        repeater_compatible: bool = false,
+    }
+}
+
+section! {
+    /// Sigfox backend callbacks (POST /v1/sigfox/uplink and /v1/sigfox/ack).
+    SigfoxSettings ("sigfox") {
+        /// The secret the callbacks carry in their Authorization header (Bearer or Basic).
+        /// Empty: the Sigfox routes answer 401 to everything. Prefer `secret_file`.
+        secret: String = String::new(),
+        /// A file holding the secret.
+        secret_file: String = String::new(),
+        /// Downlinks a device may take per day (0..=4; 4 on a Platinum subscription).
+        daily_downlinks: u8 = 4,
+    }
+}
+
+section! {
+    /// The HTTP server: command API, Sigfox callbacks, /healthz and /metrics.
+    HttpSettings ("http") {
+        /// Address and port to listen on. ChirpStack's API holds 8080, mosquitto 1883.
+        bind: String = "127.0.0.1:8090".into(),
+        /// Bearer tokens accepted by /v1/devices and /v1/commands (16 characters or more).
+        api_tokens: Vec<String> = Vec::new(),
+        /// A file with more tokens, one per line.
+        api_tokens_file: String = String::new(),
+        /// Largest request body accepted, in bytes; larger ones get 413.
+        body_limit_bytes: u32 = 16 * 1024,
+    }
+}
+
+section! {
+    /// Where commands and their history are kept.
+    StorageSettings ("storage") {
+        /// sqlite:///absolute/path.db (the embedded default) or postgres://... (for
+        /// several bridge instances).
+        url: String = "sqlite:///var/lib/longproto/bridge.db".into(),
+    }
+}
+
+section! {
+    /// The command queue.
+    CommandSettings ("commands") {
+        /// Time to live of a command that gives no ttl_s, in seconds.
+        default_ttl_s: u32 = 300,
+        /// The longest ttl_s a request may ask for, in seconds.
+        max_ttl_s: u32 = 7 * 24 * 3600,
+        /// Transmissions of one command before it fails (1..=10).
+        max_attempts: u8 = 3,
+    }
+}
+
+section! {
+    /// Which codec decodes which device's payloads: "longproto-v1", "cayenne-lpp" or
+    /// "raw". The most specific match wins: device, then Sigfox device type or
+    /// ChirpStack device profile, then application, then `default`.
+    CodecSettings ("codecs") {
+        /// The codec of devices that match nothing below.
+        default: String = "longproto-v1".into(),
+        /// By device: DevEUI or Sigfox device id = codec, e.g. "70b3d57ed0051a2b" = "cayenne-lpp".
+        device: BTreeMap<String, String> = BTreeMap::new(),
+        /// By ChirpStack device profile id = codec.
+        device_profile: BTreeMap<String, String> = BTreeMap::new(),
+        /// By ChirpStack application id = codec.
+        application: BTreeMap<String, String> = BTreeMap::new(),
+        /// By Sigfox device type id = codec.
+        sigfox_device_type: BTreeMap<String, String> = BTreeMap::new(),
+    }
+    open: ["device", "device_profile", "application", "sigfox_device_type"]
+}
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Text, with colours only on a terminal (journald gets plain lines).
+    Auto,
+    /// Plain text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+section! {
+    /// Logging.
+    LoggingSettings ("logging") {
+        /// Filter in RUST_LOG syntax, e.g. "info" or "info,longproto_bridge=debug".
+        /// The RUST_LOG environment variable, when set, wins.
+        level: String = "info".into(),
+        /// "auto", "text" or "json".
+        format: LogFormat = LogFormat::Auto,
+    }
+}
+
+section! {
+    /// Prometheus metrics.
+    MetricsSettings ("metrics") {
+        /// Serve GET /metrics on the HTTP server.
+        enabled: bool = true,
+    }
+}
+
+/// The bridge's whole configuration. `Settings::default()` is what an empty file means.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// `[mqtt]`
+    pub mqtt: MqttSettings,
+    /// `[chirpstack]`
+    pub chirpstack: ChirpstackSettings,
+    /// `[sigfox]`
+    pub sigfox: SigfoxSettings,
+    /// `[http]`
+    pub http: HttpSettings,
+    /// `[storage]`
+    pub storage: StorageSettings,
+    /// `[commands]`
+    pub commands: CommandSettings,
+    /// `[codecs]`
+    pub codecs: CodecSettings,
+    /// `[logging]`
+    pub logging: LoggingSettings,
+    /// `[metrics]`
+    pub metrics: MetricsSettings,
+}
+
+impl Settings {
+    /// Every section, in the order the default file lists them.
+    pub const SECTIONS: &'static [SectionInfo] = &[
+        MqttSettings::INFO,
+        ChirpstackSettings::INFO,
+        SigfoxSettings::INFO,
+        HttpSettings::INFO,
+        StorageSettings::INFO,
+        CommandSettings::INFO,
+        CodecSettings::INFO,
+        LoggingSettings::INFO,
+        MetricsSettings::INFO,
+    ];
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# longproto's one test command, for a newcomer and for CI alike:
+#   ./tools/test.sh
+# It installs what the tests need when it is missing (mosquitto from apt, the
+# thumbv6m-none-eabi target, clippy and rustfmt), then runs every check.
+# protoc needs no install: tools/protoc finds one (see .cargo/config.toml).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_missing=()
+[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || apt_missing+=(mosquitto)
+command -v mosquitto_sub >/dev/null 2>&1 || apt_missing+=(mosquitto-clients)
+if [ ${#apt_missing[@]} -gt 0 ]; then
+    step "installing ${apt_missing[*]} (apt)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null
+fi
+if ! rustup target list --installed | grep -qx thumbv6m-none-eabi; then
+    step "adding the thumbv6m-none-eabi target"
+    rustup target add thumbv6m-none-eabi
+fi
+for component in clippy rustfmt; do
+    rustup component list --installed | grep -q "^$component" || rustup component add "$component"
+done
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "host tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast
+else
+    cargo test --workspace --locked --no-fail-fast
+fi
+cargo test --workspace --locked --doc
+
+step "device-node for thumbv6m-none-eabi (no_std, no alloc)"
+cargo build -p device-node --target thumbv6m-none-eabi --release --locked
+
+step "all checks passed"
