@@ -36,14 +36,22 @@ step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "host tests"
-if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --locked --no-fail-fast
-else
-    cargo test --workspace --locked --no-fail-fast
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+if ! cargo nextest --version >/dev/null 2>&1; then
+    step "installing cargo-nextest"
+    cargo install --locked cargo-nextest
 fi
-cargo test --workspace --locked --doc
+cargo nextest run --workspace --locked --no-fail-fast 2>&1 | tee "$log"
+summary=$(grep -E 'tests run: ' "$log" | tail -n 1)
+passed=$(sed -nE 's/.* ([0-9]+) passed.*/\1/p' <<<"$summary")
+failed=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$summary")
+
+step "test vectors agree with the reference encoder (tools/wire_vectors.py)"
+python3 tools/wire_vectors.py --check
 
 step "device-node for thumbv6m-none-eabi (no_std, no alloc)"
 cargo build -p device-node --target thumbv6m-none-eabi --release --locked
 
 step "all checks passed"
+echo "host tests: ${passed:-0} passed, ${failed:-0} failed"

@@ -435,6 +435,15 @@ mod tests {
             Region::Eu868.uplink_time_on_air(0, 10),
             Some(Duration::from_micros(1_482_752))
         );
+        // the byte-budget figures of docs/wire-format.md: 12 and 40 bytes at DR5
+        assert_eq!(
+            Region::Eu868.uplink_time_on_air(5, 12),
+            Some(Duration::from_micros(61_696))
+        );
+        assert_eq!(
+            Region::Eu868.uplink_time_on_air(5, 40),
+            Some(Duration::from_micros(102_656))
+        );
         assert!(Region::Eu868.uplink_time_on_air(7, 10).is_some());
         assert!(Region::Eu868.uplink_time_on_air(9, 10).is_none());
     }
