@@ -106,6 +106,9 @@ pub fn load(sources: &Sources) -> Result<Settings, LoadError> {
 fn check_keys_and_types(tree: Map<String, Value>, problems: &mut Problems) -> Map<String, Value> {
     let mut clean = Map::new();
     let section_keys: Vec<&str> = Settings::SECTIONS.iter().map(|s| s.key).collect();
+    // config's merged map has no stable order: sort, so reports are reproducible
+    let mut tree: Vec<_> = tree.into_iter().collect();
+    tree.sort_by(|a, b| a.0.cmp(&b.0));
     for (key, value) in tree {
         let Some(info) = Settings::SECTIONS.iter().find(|s| s.key == key) else {
             problems.push(key.clone(), unknown("section", &key, &section_keys));
@@ -130,6 +133,8 @@ fn check_section(
 ) -> Map<String, Value> {
     let known: Vec<&str> = info.fields.iter().map(|f| f.0).collect();
     let mut clean = Map::new();
+    let mut fields: Vec<_> = fields.into_iter().collect();
+    fields.sort_by(|a, b| a.0.cmp(&b.0));
     for (field, value) in fields {
         let path = format!("{}.{field}", info.key);
         if !known.contains(&field.as_str()) {
