@@ -1,13 +1,32 @@
 use clap::Parser;
-use longproto_bridge::cli::{Cli, run_tool};
+use longproto_bridge::cli::{Cli, load_settings, run_tool};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match &cli.command {
-        Some(command) => run_tool(&cli, command),
-        None => {
-            eprintln!("error: running the service is not available in this build yet");
+    if let Some(command) = &cli.command {
+        return run_tool(&cli, command);
+    }
+    let settings = match load_settings(&cli.config) {
+        Ok(s) => s,
+        Err(problems) => {
+            eprint!("{problems}");
+            return ExitCode::FAILURE;
+        }
+    };
+    longproto_bridge::logging::init(&settings.logging);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(longproto_bridge::service::run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }

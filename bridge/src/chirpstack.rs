@@ -1,0 +1,486 @@
+//! The ChirpStack v4 adapter: reads the MQTT integration's events (JSON or Protobuf,
+//! with `chirpstack_api`'s own types) and turns them into pipeline input.
+use crate::device::{DeviceId, Network};
+use crate::metrics::{EventLabels, Metrics};
+use crate::pipeline::{CodecKeys, Pipeline, Uplink};
+use chirpstack_api::integration as ev;
+use gateway_config::{ChirpstackSettings, Marshaler};
+use prost::Message;
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A topic template in ChirpStack's syntax: levels that are literals or `{{variables}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicTemplate {
+    levels: Vec<Level>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Level {
+    Literal(String),
+    Var(String),
+}
+
+impl TopicTemplate {
+    /// Parses a template; the configuration check has already vetted it.
+    pub fn parse(template: &str) -> Self {
+        let levels = template
+            .split('/')
+            .map(
+                |l| match l.strip_prefix("{{").and_then(|l| l.strip_suffix("}}")) {
+                    Some(var) => Level::Var(var.trim().to_owned()),
+                    None => Level::Literal(l.to_owned()),
+                },
+            )
+            .collect();
+        TopicTemplate { levels }
+    }
+
+    /// The subscription filter: every variable becomes `+`.
+    pub fn filter(&self) -> String {
+        self.levels
+            .iter()
+            .map(|l| match l {
+                Level::Literal(s) => s.as_str(),
+                Level::Var(_) => "+",
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    /// The variables of a topic, or `None` when it does not match.
+    pub fn capture<'t>(&self, topic: &'t str) -> Option<HashMap<&str, &'t str>> {
+        let parts: Vec<&str> = topic.split('/').collect();
+        if parts.len() != self.levels.len() {
+            return None;
+        }
+        let mut vars = HashMap::new();
+        for (level, part) in self.levels.iter().zip(parts) {
+            match level {
+                Level::Literal(l) if l == part => {}
+                Level::Literal(_) => return None,
+                Level::Var(v) => {
+                    vars.insert(v.as_str(), part);
+                }
+            }
+        }
+        Some(vars)
+    }
+
+    /// The topic with the variables filled in (missing ones stay empty).
+    pub fn render(&self, vars: &[(&str, &str)]) -> String {
+        self.levels
+            .iter()
+            .map(|l| match l {
+                Level::Literal(s) => s.as_str(),
+                Level::Var(v) => vars.iter().find(|(k, _)| k == v).map_or("", |(_, val)| val),
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+}
+
+/// A ChirpStack integration event.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// `up`
+    Up(ev::UplinkEvent),
+    /// `join`
+    Join(ev::JoinEvent),
+    /// `status`
+    Status(ev::StatusEvent),
+    /// `ack`
+    Ack(ev::AckEvent),
+    /// `txack`
+    TxAck(ev::TxAckEvent),
+    /// `log`
+    Log(ev::LogEvent),
+    /// `location`
+    Location(ev::LocationEvent),
+}
+
+impl Event {
+    /// The event's device info.
+    pub fn device_info(&self) -> Option<&ev::DeviceInfo> {
+        match self {
+            Event::Up(e) => e.device_info.as_ref(),
+            Event::Join(e) => e.device_info.as_ref(),
+            Event::Status(e) => e.device_info.as_ref(),
+            Event::Ack(e) => e.device_info.as_ref(),
+            Event::TxAck(e) => e.device_info.as_ref(),
+            Event::Log(e) => e.device_info.as_ref(),
+            Event::Location(e) => e.device_info.as_ref(),
+        }
+    }
+}
+
+/// Why an event could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// An event type the bridge does not read (e.g. `integration`).
+    #[error("event type \"{0}\" is not read by the bridge")]
+    Unhandled(String),
+    /// The JSON does not parse as that event.
+    #[error("not a valid JSON {event} event: {message}")]
+    Json {
+        /// The event type.
+        event: String,
+        /// serde's message, with line and column.
+        message: String,
+    },
+    /// The bytes do not parse as that Protobuf event.
+    #[error("not a valid Protobuf {event} event: {message}")]
+    Protobuf {
+        /// The event type.
+        event: String,
+        /// prost's message.
+        message: String,
+    },
+}
+
+impl EventError {
+    /// A short reason for the malformed-message counter.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            EventError::Unhandled(_) => "event_type",
+            EventError::Json { .. } => "json",
+            EventError::Protobuf { .. } => "protobuf",
+        }
+    }
+}
+
+fn is_json(payload: &[u8]) -> bool {
+    payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+/// Parses an event of type `event` with the configured marshaler (`auto`: a payload
+/// starting with `{` is JSON, anything else Protobuf).
+pub fn parse_event(event: &str, payload: &[u8], marshaler: Marshaler) -> Result<Event, EventError> {
+    let json = match marshaler {
+        Marshaler::Json => true,
+        Marshaler::Protobuf => false,
+        Marshaler::Auto => is_json(payload),
+    };
+    macro_rules! read {
+        ($variant:ident, $ty:ty) => {
+            if json {
+                serde_json::from_slice::<$ty>(payload)
+                    .map(Event::$variant)
+                    .map_err(|e| EventError::Json {
+                        event: event.to_owned(),
+                        message: e.to_string(),
+                    })
+            } else {
+                <$ty>::decode(payload)
+                    .map(Event::$variant)
+                    .map_err(|e| EventError::Protobuf {
+                        event: event.to_owned(),
+                        message: e.to_string(),
+                    })
+            }
+        };
+    }
+    match event {
+        "up" => read!(Up, ev::UplinkEvent),
+        "join" => read!(Join, ev::JoinEvent),
+        "status" => read!(Status, ev::StatusEvent),
+        "ack" => read!(Ack, ev::AckEvent),
+        "txack" => read!(TxAck, ev::TxAckEvent),
+        "log" => read!(Log, ev::LogEvent),
+        "location" => read!(Location, ev::LocationEvent),
+        other => Err(EventError::Unhandled(other.to_owned())),
+    }
+}
+
+fn timestamp(t: &Option<chirpstack_api::pbjson_types::Timestamp>) -> Value {
+    t.as_ref()
+        .and_then(|t| serde_json::to_value(t).ok())
+        .unwrap_or(Value::Null)
+}
+
+fn class_name(class: i32) -> &'static str {
+    match chirpstack_api::common::DeviceClass::try_from(class) {
+        Ok(chirpstack_api::common::DeviceClass::ClassB) => "B",
+        Ok(chirpstack_api::common::DeviceClass::ClassC) => "C",
+        _ => "A",
+    }
+}
+
+/// Network facts a device's events carry, kept in its state.
+fn device_facts(info: &ev::DeviceInfo) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("application_id".into(), json!(info.application_id));
+    m.insert("device_profile_id".into(), json!(info.device_profile_id));
+    m.insert("device_name".into(), json!(info.device_name));
+    m.insert("class".into(), json!(class_name(info.device_class_enabled)));
+    m
+}
+
+/// Turns an `up` event into pipeline input.
+pub fn uplink_from_event(e: &ev::UplinkEvent, device: DeviceId, received: Instant) -> Uplink {
+    let info = e.device_info.clone().unwrap_or_default();
+    // The best gateway: highest SNR, then highest RSSI.
+    let best = e
+        .rx_info
+        .iter()
+        .max_by(|a, b| a.snr.total_cmp(&b.snr).then(a.rssi.cmp(&b.rssi)));
+    let (frequency, sf, bw) = match &e.tx_info {
+        Some(tx) => {
+            let lora = tx.modulation.as_ref().and_then(|m| match &m.parameters {
+                Some(chirpstack_api::gw::modulation::Parameters::Lora(l)) => {
+                    Some((l.spreading_factor, l.bandwidth))
+                }
+                _ => None,
+            });
+            (Some(tx.frequency), lora.map(|l| l.0), lora.map(|l| l.1))
+        }
+        None => (None, None, None),
+    };
+    let meta = json!({
+        "time": timestamp(&e.time),
+        "deduplication_id": e.deduplication_id,
+        "dev_addr": e.dev_addr,
+        "f_cnt": e.f_cnt,
+        "f_port": e.f_port,
+        "dr": e.dr,
+        "adr": e.adr,
+        "confirmed": e.confirmed,
+        "frequency": frequency,
+        "spreading_factor": sf,
+        "bandwidth": bw,
+        "rssi": best.map(|g| g.rssi),
+        "snr": best.map(|g| g.snr),
+        "gateway_id": best.map(|g| g.gateway_id.clone()),
+        "gateways": e.rx_info.len(),
+        "region": e.region_config_id,
+        "device_name": info.device_name,
+        "application_id": info.application_id,
+        "device_profile_id": info.device_profile_id,
+        "class": class_name(info.device_class_enabled),
+        "tags": info.tags,
+    });
+    let mut facts = device_facts(&info);
+    facts.insert("dev_addr".into(), json!(e.dev_addr));
+    facts.insert("dr".into(), json!(e.dr));
+    facts.insert("region".into(), json!(e.region_config_id));
+    Uplink {
+        device,
+        payload: e.data.clone(),
+        fport: u8::try_from(e.f_port).ok(),
+        received,
+        dedup_key: (!e.deduplication_id.is_empty()).then(|| e.deduplication_id.clone()),
+        codec_keys: CodecKeys {
+            application: Some(info.application_id.clone()).filter(|s| !s.is_empty()),
+            device_profile: Some(info.device_profile_id.clone()).filter(|s| !s.is_empty()),
+            sigfox_device_type: None,
+        },
+        meta: match meta {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        },
+        network_facts: facts,
+    }
+}
+
+/// Reads ChirpStack's events from MQTT and feeds the pipeline.
+pub struct ChirpstackAdapter {
+    event_topic: TopicTemplate,
+    command_topic: TopicTemplate,
+    marshaler: Marshaler,
+    pipeline: Arc<Pipeline>,
+    metrics: Arc<Metrics>,
+}
+
+impl ChirpstackAdapter {
+    /// An adapter for `[chirpstack]`.
+    pub fn new(
+        settings: &ChirpstackSettings,
+        pipeline: Arc<Pipeline>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        ChirpstackAdapter {
+            event_topic: TopicTemplate::parse(&settings.event_topic),
+            command_topic: TopicTemplate::parse(&settings.command_topic),
+            marshaler: settings.marshaler,
+            pipeline,
+            metrics,
+        }
+    }
+
+    /// The subscription filter for ChirpStack's events.
+    pub fn subscription(&self) -> String {
+        self.event_topic.filter()
+    }
+
+    /// Whether a topic is one of ChirpStack's events.
+    pub fn matches(&self, topic: &str) -> bool {
+        self.event_topic.capture(topic).is_some()
+    }
+
+    /// The `command/down` topic of a device.
+    pub fn command_down_topic(&self, application_id: &str, dev_eui: &str) -> String {
+        self.command_topic.render(&[
+            ("application_id", application_id),
+            ("dev_eui", dev_eui),
+            ("command", "down"),
+        ])
+    }
+
+    /// Handles one message from the event topic. Malformed input is counted and logged
+    /// with its topic; it never stops the bridge.
+    pub async fn handle(&self, topic: &str, payload: &[u8], received: Instant) -> Option<Event> {
+        let Some(vars) = self.event_topic.capture(topic) else {
+            self.metrics.malformed("chirpstack", "topic");
+            tracing::warn!(
+                topic,
+                "message on a topic that does not match chirpstack.event_topic"
+            );
+            return None;
+        };
+        let kind = vars.get("event").copied().unwrap_or("");
+        self.metrics
+            .chirpstack_events
+            .get_or_create(&EventLabels {
+                event: kind.to_owned(),
+            })
+            .inc();
+        let event = match parse_event(kind, payload, self.marshaler) {
+            Ok(e) => e,
+            Err(EventError::Unhandled(_)) => {
+                tracing::debug!(topic, "event type not read by the bridge");
+                return None;
+            }
+            Err(e) => {
+                self.metrics.malformed("chirpstack", e.reason());
+                tracing::warn!(topic, error = %e, "malformed ChirpStack event");
+                return None;
+            }
+        };
+        let dev_eui = event
+            .device_info()
+            .map(|i| i.dev_eui.as_str())
+            .filter(|s| !s.is_empty())
+            .or_else(|| vars.get("dev_eui").copied())
+            .unwrap_or("");
+        let device = match DeviceId::new(Network::Lorawan, dev_eui) {
+            Ok(d) => d,
+            Err(e) => {
+                self.metrics.malformed("chirpstack", "dev_eui");
+                tracing::warn!(topic, error = %e, "ChirpStack event without a valid DevEUI");
+                return None;
+            }
+        };
+        match &event {
+            Event::Up(up) => {
+                self.pipeline
+                    .ingest(uplink_from_event(up, device, received))
+                    .await;
+            }
+            Event::Join(j) => {
+                let mut facts = j.device_info.as_ref().map(device_facts).unwrap_or_default();
+                facts.insert("dev_addr".into(), json!(j.dev_addr));
+                facts.insert("joined_at".into(), timestamp(&j.time));
+                facts.insert("region".into(), json!(j.region_config_id));
+                self.pipeline.update_network_facts(&device, facts).await;
+            }
+            Event::Status(s) => {
+                let mut facts = Map::new();
+                facts.insert("margin".into(), json!(s.margin));
+                facts.insert("external_power".into(), json!(s.external_power_source));
+                let level = (!s.battery_level_unavailable && !s.external_power_source)
+                    .then_some(s.battery_level);
+                facts.insert("battery_level".into(), json!(level));
+                facts.insert("status_at".into(), timestamp(&s.time));
+                self.pipeline.update_network_facts(&device, facts).await;
+            }
+            Event::Location(l) => {
+                if let Some(loc) = &l.location {
+                    let mut facts = Map::new();
+                    facts.insert(
+                        "network_location".into(),
+                        json!({"latitude": loc.latitude, "longitude": loc.longitude, "altitude": loc.altitude, "time": timestamp(&l.time)}),
+                    );
+                    self.pipeline.update_network_facts(&device, facts).await;
+                }
+            }
+            // Their meaning for commands belongs to the scheduler.
+            Event::Ack(_) | Event::TxAck(_) | Event::Log(_) => {}
+        }
+        Some(event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates() {
+        let t = TopicTemplate::parse(
+            "application/{{application_id}}/device/{{dev_eui}}/event/{{event}}",
+        );
+        assert_eq!(t.filter(), "application/+/device/+/event/+");
+        let v = t
+            .capture("application/abc/device/0102030405060708/event/up")
+            .unwrap();
+        assert_eq!(v["application_id"], "abc");
+        assert_eq!(v["dev_eui"], "0102030405060708");
+        assert_eq!(v["event"], "up");
+        assert!(t.capture("application/abc/device/x/event").is_none());
+        assert!(t.capture("application/abc/dev/x/event/up").is_none());
+        let c = TopicTemplate::parse(
+            "application/{{application_id}}/device/{{dev_eui}}/command/{{command}}",
+        );
+        assert_eq!(
+            c.render(&[
+                ("application_id", "a"),
+                ("dev_eui", "d"),
+                ("command", "down")
+            ]),
+            "application/a/device/d/command/down"
+        );
+    }
+
+    #[test]
+    fn reads_every_fixture_in_json() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/chirpstack");
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            panic!("fixtures not found at {dir}");
+        };
+        let mut n = 0;
+        for kind in entries.flatten() {
+            let event = kind.file_name().to_string_lossy().into_owned();
+            if event == "command_down" {
+                continue;
+            }
+            for f in std::fs::read_dir(kind.path()).unwrap().flatten() {
+                let bytes = std::fs::read(f.path()).unwrap();
+                let parsed = parse_event(&event, &bytes, Marshaler::Auto);
+                assert!(parsed.is_ok(), "{}: {:?}", f.path().display(), parsed.err());
+                n += 1;
+            }
+        }
+        assert!(n >= 11, "read {n} fixtures");
+    }
+
+    #[test]
+    fn malformed_events_are_errors_not_panics() {
+        for bad in [
+            &b"{"[..],
+            b"{\"fPort\": \"ten\"}",
+            b"{\"data\": \"!!notbase64\"}",
+            b"\xff\xff\xff",
+            b"[1,2]",
+        ] {
+            assert!(parse_event("up", bad, Marshaler::Auto).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            parse_event("integration", b"{}", Marshaler::Auto)
+                .unwrap_err()
+                .reason(),
+            "event_type"
+        );
+    }
+}

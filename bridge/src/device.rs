@@ -1,0 +1,118 @@
+//! A device is `{network}/{id}`: the network it is reached through and its id there.
+use std::fmt;
+
+/// The networks a device can be reached through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Network {
+    /// LoRaWAN through ChirpStack; the id is the DevEUI.
+    Lorawan,
+    /// Sigfox backend callbacks; the id is the Sigfox device id.
+    Sigfox,
+    /// HTTP long-poll for cellular devices (a later part).
+    Cellular,
+}
+
+impl Network {
+    /// The name in topics and URLs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Network::Lorawan => "lorawan",
+            Network::Sigfox => "sigfox",
+            Network::Cellular => "cellular",
+        }
+    }
+
+    /// The network of a name.
+    pub fn from_name(s: &str) -> Option<Network> {
+        [Network::Lorawan, Network::Sigfox, Network::Cellular]
+            .into_iter()
+            .find(|n| n.name() == s)
+    }
+}
+
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A device: network and lowercase hex id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceId {
+    /// The network.
+    pub network: Network,
+    /// The id, lowercase hex.
+    pub id: String,
+}
+
+/// Why a device id was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceIdError {
+    /// Not one of lorawan, sigfox, cellular.
+    #[error("unknown network \"{0}\"; expected lorawan, sigfox or cellular")]
+    UnknownNetwork(String),
+    /// Not hex of the right length for the network.
+    #[error("\"{id}\" is not a {network} device id: expected {expected}")]
+    BadId {
+        /// The network.
+        network: Network,
+        /// The id as given.
+        id: String,
+        /// What an id of that network looks like.
+        expected: &'static str,
+    },
+}
+
+impl DeviceId {
+    /// A device id, normalised to lowercase; input in any case is accepted.
+    pub fn new(network: Network, id: &str) -> Result<Self, DeviceIdError> {
+        let (ok, expected) = match network {
+            Network::Lorawan => (id.len() == 16, "16 hex digits (the DevEUI)"),
+            Network::Sigfox => ((1..=8).contains(&id.len()), "1 to 8 hex digits"),
+            Network::Cellular => ((1..=32).contains(&id.len()), "1 to 32 hex digits"),
+        };
+        if !ok || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(DeviceIdError::BadId {
+                network,
+                id: id.to_owned(),
+                expected,
+            });
+        }
+        Ok(DeviceId {
+            network,
+            id: id.to_ascii_lowercase(),
+        })
+    }
+
+    /// Parses a network name and an id, as in a URL or a topic.
+    pub fn parse(network: &str, id: &str) -> Result<Self, DeviceIdError> {
+        let network = Network::from_name(network)
+            .ok_or_else(|| DeviceIdError::UnknownNetwork(network.to_owned()))?;
+        DeviceId::new(network, id)
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_case_and_checks_length() {
+        let d = DeviceId::parse("lorawan", "70B3D57ED0051A2B").unwrap();
+        assert_eq!(d.to_string(), "lorawan/70b3d57ed0051a2b");
+        assert_eq!(DeviceId::parse("sigfox", "1A2B3C").unwrap().id, "1a2b3c");
+        assert!(DeviceId::parse("lorawan", "70b3").is_err());
+        assert!(DeviceId::parse("sigfox", "123456789").is_err());
+        assert!(DeviceId::parse("sigfox", "12x4").is_err());
+        assert_eq!(
+            DeviceId::parse("lora", "00").unwrap_err().to_string(),
+            "unknown network \"lora\"; expected lorawan, sigfox or cellular"
+        );
+    }
+}

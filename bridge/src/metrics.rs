@@ -1,0 +1,160 @@
+//! Prometheus metrics, served on GET /metrics.
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of uplink counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UplinkLabels {
+    /// lorawan, sigfox, ...
+    pub network: &'static str,
+    /// The codec name.
+    pub codec: &'static str,
+}
+
+/// Labels of failed decodes.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    /// lorawan, sigfox, ...
+    pub network: &'static str,
+    /// The codec name.
+    pub codec: &'static str,
+    /// The error kind (truncated, unknown_kind, ...).
+    pub kind: &'static str,
+}
+
+/// Labels naming a network.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NetworkLabels {
+    /// lorawan, sigfox, ...
+    pub network: &'static str,
+}
+
+/// Labels of messages that could not be read.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MalformedLabels {
+    /// Where it came from: chirpstack, command, sigfox.
+    pub source: &'static str,
+    /// Why: topic, json, protobuf, payload.
+    pub reason: &'static str,
+}
+
+/// Labels of ChirpStack events.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// up, join, status, ack, txack, log, location, ...
+    pub event: String,
+}
+
+/// Every metric of the bridge.
+pub struct Metrics {
+    registry: Registry,
+    /// Uplinks that reached the pipeline.
+    pub uplinks_received: Family<NetworkLabels, Counter>,
+    /// Uplinks decoded.
+    pub uplinks_decoded: Family<UplinkLabels, Counter>,
+    /// Uplinks that did not decode.
+    pub uplinks_failed: Family<FailureLabels, Counter>,
+    /// Uplinks dropped as duplicates.
+    pub duplicates: Family<NetworkLabels, Counter>,
+    /// ChirpStack events by type.
+    pub chirpstack_events: Family<EventLabels, Counter>,
+    /// Messages that could not be read at all.
+    pub malformed: Family<MalformedLabels, Counter>,
+    /// 1 while connected to the broker.
+    pub mqtt_connected: Gauge,
+    /// Connections to the broker after the first.
+    pub mqtt_reconnects: Counter,
+    /// From receiving an uplink to handing its telemetry to the MQTT client.
+    pub ingest_latency: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("longproto");
+        let m = Metrics {
+            registry: Registry::default(),
+            uplinks_received: Family::default(),
+            uplinks_decoded: Family::default(),
+            uplinks_failed: Family::default(),
+            duplicates: Family::default(),
+            chirpstack_events: Family::default(),
+            malformed: Family::default(),
+            mqtt_connected: Gauge::default(),
+            mqtt_reconnects: Counter::default(),
+            // 50 µs .. ~1.6 s
+            ingest_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+        };
+        registry.register(
+            "uplinks_received",
+            "Uplinks that reached the pipeline",
+            m.uplinks_received.clone(),
+        );
+        registry.register(
+            "uplinks_decoded",
+            "Uplinks decoded",
+            m.uplinks_decoded.clone(),
+        );
+        registry.register(
+            "uplinks_failed",
+            "Uplinks that did not decode",
+            m.uplinks_failed.clone(),
+        );
+        registry.register(
+            "uplink_duplicates",
+            "Uplinks dropped as duplicates",
+            m.duplicates.clone(),
+        );
+        registry.register(
+            "chirpstack_events",
+            "ChirpStack integration events received",
+            m.chirpstack_events.clone(),
+        );
+        registry.register(
+            "malformed_messages",
+            "Messages that could not be read",
+            m.malformed.clone(),
+        );
+        registry.register(
+            "mqtt_connected",
+            "1 while connected to the MQTT broker",
+            m.mqtt_connected.clone(),
+        );
+        registry.register(
+            "mqtt_reconnects",
+            "Reconnections to the MQTT broker",
+            m.mqtt_reconnects.clone(),
+        );
+        registry.register(
+            "ingest_publish_latency_seconds",
+            "From receiving an uplink to publishing its telemetry",
+            m.ingest_latency.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Counts a message that could not be read.
+    pub fn malformed(&self, source: &'static str, reason: &'static str) {
+        self.malformed
+            .get_or_create(&MalformedLabels { source, reason })
+            .inc();
+    }
+}

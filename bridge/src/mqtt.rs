@@ -1,0 +1,257 @@
+//! The bridge's one MQTT connection: options from `[mqtt]`, the connection loop
+//! (re-subscribe on every ConnAck, capped backoff, retained `online`/`offline`), and the
+//! publisher every part of the bridge uses.
+use crate::device::DeviceId;
+use crate::metrics::Metrics;
+use anyhow::{Context, bail};
+use gateway_config::MqttSettings;
+use rumqttc::{
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, Publish, QoS,
+    TlsConfiguration, Transport,
+};
+use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// The retained status topic: `{root}/bridge/status`.
+pub fn status_topic(root: &str) -> String {
+    format!("{root}/bridge/status")
+}
+
+/// Publishes JSON with QoS 1. Cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    client: AsyncClient,
+    root: Arc<str>,
+}
+
+impl Publisher {
+    /// A publisher under `root`.
+    pub fn new(client: AsyncClient, root: &str) -> Self {
+        Publisher {
+            client,
+            root: root.into(),
+        }
+    }
+
+    /// `{root}/{network}/{id}`.
+    pub fn device_topic(&self, device: &DeviceId) -> String {
+        format!("{}/{}/{}", self.root, device.network, device.id)
+    }
+
+    /// The topic root.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// The underlying client.
+    pub fn client(&self) -> &AsyncClient {
+        &self.client
+    }
+
+    /// Publishes a JSON value with QoS 1. The client queues it while the broker is away;
+    /// it only fails once the connection task is gone (shutdown), which is logged.
+    pub async fn publish_json(&self, topic: &str, value: &Value, retain: bool) {
+        let payload = serde_json::to_vec(value).unwrap_or_default();
+        self.publish(topic, payload, retain).await;
+    }
+
+    /// Publishes raw bytes with QoS 1.
+    pub async fn publish(&self, topic: &str, payload: Vec<u8>, retain: bool) {
+        if let Err(e) = self
+            .client
+            .publish(topic, QoS::AtLeastOnce, retain, payload)
+            .await
+        {
+            tracing::error!(topic, error = %e, "publish failed: the MQTT connection task has stopped");
+        }
+    }
+}
+
+/// Builds the client options from `[mqtt]`.
+pub fn options(s: &MqttSettings) -> anyhow::Result<MqttOptions> {
+    let url = url::Url::parse(&s.server)
+        .with_context(|| format!("mqtt.server: \"{}\" is not a URL", s.server))?;
+    let tls = matches!(url.scheme(), "mqtts" | "ssl");
+    let host = url
+        .host_str()
+        .context("mqtt.server has no host")?
+        .trim_matches(['[', ']'])
+        .to_owned();
+    let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
+    let mut o = MqttOptions::new(s.client_id.clone(), host, port);
+    o.set_keep_alive(Duration::from_secs(s.keepalive_s.max(5) as u64));
+    o.set_clean_session(s.clean_session);
+    o.set_manual_acks(true);
+    o.set_inflight(s.max_inflight.max(1));
+    o.set_max_packet_size(256 * 1024, 256 * 1024);
+    o.set_last_will(LastWill::new(
+        status_topic(&s.topic_root),
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+    ));
+    if !s.username.is_empty() {
+        o.set_credentials(s.username.clone(), s.password.clone());
+    }
+    if tls {
+        o.set_transport(Transport::Tls(tls_config(s)?));
+    }
+    Ok(o)
+}
+
+fn tls_config(s: &MqttSettings) -> anyhow::Result<TlsConfiguration> {
+    let read = |key: &str, path: &str| {
+        std::fs::read(path).with_context(|| format!("mqtt.{key}: cannot read \"{path}\""))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    if s.ca_cert.is_empty() {
+        let found = rustls_native_certs::load_native_certs();
+        for cert in found.certs {
+            let _ = roots.add(cert);
+        }
+        if roots.is_empty() {
+            bail!(
+                "mqtt.server is mqtts:// but no system CA certificates were found; set mqtt.ca_cert"
+            );
+        }
+    } else {
+        let pem = read("ca_cert", &s.ca_cert)?;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            roots
+                .add(cert.context("mqtt.ca_cert: not a PEM certificate")?)
+                .context("mqtt.ca_cert")?;
+        }
+        if roots.is_empty() {
+            bail!("mqtt.ca_cert: \"{}\" holds no PEM certificate", s.ca_cert);
+        }
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let config = if s.tls_cert.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let cert_pem = read("tls_cert", &s.tls_cert)?;
+        let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+            .collect::<Result<Vec<_>, _>>()
+            .context("mqtt.tls_cert: not a PEM certificate")?;
+        let key_pem = read("tls_key", &s.tls_key)?;
+        let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+            .context("mqtt.tls_key: not a PEM key")?
+            .context("mqtt.tls_key: holds no private key")?;
+        builder
+            .with_client_auth_cert(certs, key)
+            .context("mqtt.tls_cert/tls_key")?
+    };
+    Ok(TlsConfiguration::Rustls(Arc::new(config)))
+}
+
+/// An incoming message, with the instant it arrived.
+pub struct Incoming {
+    /// The message; acknowledge it with [`AsyncClient::ack`] once handled.
+    pub publish: Publish,
+    /// When the connection task received it.
+    pub received: Instant,
+}
+
+/// Shared view of the connection, for /healthz.
+#[derive(Clone, Default)]
+pub struct ConnectionState(Arc<AtomicBool>);
+
+impl ConnectionState {
+    /// Whether the broker connection is up.
+    pub fn is_connected(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Drives the connection until shutdown: forwards incoming messages to `tx`,
+/// re-subscribes and publishes `online` on every ConnAck, and reconnects with a backoff
+/// from 50 ms doubling to `max_backoff`.
+///
+/// When `stop_forwarding` turns true, messages still arriving are neither forwarded nor
+/// acknowledged (the broker redelivers them to the next session), and `tx` is dropped so
+/// the dispatcher can drain what it has. The loop ends when the client's disconnect goes
+/// out.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_connection(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    subscriptions: Vec<String>,
+    status_topic: String,
+    tx: mpsc::UnboundedSender<Incoming>,
+    mut stop_forwarding: watch::Receiver<bool>,
+    state: ConnectionState,
+    metrics: Arc<Metrics>,
+    max_backoff: Duration,
+) {
+    let mut tx = Some(tx);
+    let mut backoff = Duration::from_millis(50);
+    let mut connections = 0u64;
+    loop {
+        let event = tokio::select! {
+            ev = eventloop.poll() => ev,
+            _ = stop_forwarding.changed(), if tx.is_some() => {
+                if *stop_forwarding.borrow() {
+                    tx = None;
+                }
+                continue;
+            }
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                connections += 1;
+                if connections > 1 {
+                    metrics.mqtt_reconnects.inc();
+                }
+                state.0.store(true, Ordering::Relaxed);
+                metrics.mqtt_connected.set(1);
+                backoff = Duration::from_millis(50);
+                tracing::info!(
+                    session_present = ack.session_present,
+                    "connected to the MQTT broker"
+                );
+                // Re-subscribe every time: the broker may have lost the session.
+                for topic in &subscriptions {
+                    if let Err(e) = client.try_subscribe(topic, QoS::AtLeastOnce) {
+                        tracing::error!(topic, error = %e, "subscribe failed");
+                    }
+                }
+                let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, "online");
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => match &tx {
+                Some(tx) => {
+                    let _ = tx.send(Incoming {
+                        publish,
+                        received: Instant::now(),
+                    });
+                }
+                None => {
+                    tracing::debug!(topic = publish.topic, "shutting down: left for redelivery")
+                }
+            },
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                state.0.store(false, Ordering::Relaxed);
+                metrics.mqtt_connected.set(0);
+                tracing::info!("disconnected from the MQTT broker");
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if state.0.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "MQTT connection lost; reconnecting");
+                } else {
+                    tracing::debug!(error = %e, ?backoff, "MQTT connection attempt failed");
+                }
+                metrics.mqtt_connected.set(0);
+                if tx.is_none() {
+                    // shutting down and the broker is gone: nothing left to deliver
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(max_backoff);
+            }
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! The one uplink pipeline every network adapter feeds:
+//! decode (the device's codec) → publish telemetry and the retained state → (then the
+//! scheduler fills the receive window the uplink opened).
+use crate::codec::Codec;
+use crate::device::DeviceId;
+use crate::metrics::{FailureLabels, Metrics, NetworkLabels, UplinkLabels};
+use crate::mqtt::Publisher;
+use crate::state::DeviceState;
+use gateway_config::CodecSettings;
+use serde_json::{Map, Value, json};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// What an adapter knows of one uplink.
+#[derive(Debug, Clone)]
+pub struct Uplink {
+    /// The device.
+    pub device: DeviceId,
+    /// The application payload.
+    pub payload: Vec<u8>,
+    /// LoRaWAN fPort; `None` on Sigfox.
+    pub fport: Option<u8>,
+    /// When the bridge received it (for latency).
+    pub received: Instant,
+    /// A key the network repeats for the same uplink (ChirpStack's deduplicationId,
+    /// Sigfox's device + seqNumber): a second uplink with the same key is a duplicate.
+    pub dedup_key: Option<String>,
+    /// What selects the codec besides the device itself.
+    pub codec_keys: CodecKeys,
+    /// Network metadata, published as `meta`.
+    pub meta: Map<String, Value>,
+    /// Network facts kept in the device state.
+    pub network_facts: Map<String, Value>,
+}
+
+/// The keys `[codecs]` can match, besides the device.
+#[derive(Debug, Clone, Default)]
+pub struct CodecKeys {
+    /// ChirpStack application id.
+    pub application: Option<String>,
+    /// ChirpStack device profile id.
+    pub device_profile: Option<String>,
+    /// Sigfox device type id.
+    pub sigfox_device_type: Option<String>,
+}
+
+/// What the pipeline made of an uplink.
+#[derive(Debug, Clone)]
+pub struct Ingested {
+    /// The codec used.
+    pub codec: Codec,
+    /// The decoded records (empty when it did not decode).
+    pub records: Vec<Value>,
+}
+
+/// The codec of each device, from `[codecs]`.
+#[derive(Debug, Clone)]
+pub struct CodecTable {
+    default: Codec,
+    device: HashMap<String, Codec>,
+    device_profile: HashMap<String, Codec>,
+    application: HashMap<String, Codec>,
+    sigfox_device_type: HashMap<String, Codec>,
+}
+
+impl CodecTable {
+    /// Builds the table; the configuration was validated, so every name is known.
+    pub fn new(c: &CodecSettings) -> Self {
+        let map = |m: &std::collections::BTreeMap<String, String>| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.to_ascii_lowercase(), Codec::from_name(v)?)))
+                .collect()
+        };
+        CodecTable {
+            default: Codec::from_name(&c.default).unwrap_or(Codec::LongprotoV1),
+            device: map(&c.device),
+            device_profile: c
+                .device_profile
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), Codec::from_name(v)?)))
+                .collect(),
+            application: c
+                .application
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), Codec::from_name(v)?)))
+                .collect(),
+            sigfox_device_type: map(&c.sigfox_device_type),
+        }
+    }
+
+    /// The most specific match: device, device profile or Sigfox device type,
+    /// application, then the default.
+    pub fn codec_for(&self, device: &DeviceId, keys: &CodecKeys) -> Codec {
+        let by = |table: &HashMap<String, Codec>, key: &Option<String>| {
+            key.as_ref().and_then(|k| table.get(k)).copied()
+        };
+        self.device
+            .get(&device.id)
+            .copied()
+            .or_else(|| by(&self.device_profile, &keys.device_profile))
+            .or_else(|| {
+                by(
+                    &self.sigfox_device_type,
+                    &keys
+                        .sigfox_device_type
+                        .as_ref()
+                        .map(|s| s.to_ascii_lowercase()),
+                )
+            })
+            .or_else(|| by(&self.application, &keys.application))
+            .unwrap_or(self.default)
+    }
+}
+
+/// Remembers recent dedup keys, forgetting the oldest past a capacity.
+#[derive(Debug)]
+struct RecentKeys {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+    capacity: usize,
+}
+
+impl RecentKeys {
+    fn new(capacity: usize) -> Self {
+        RecentKeys {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    /// True the first time a key is seen.
+    fn first_time(&mut self, key: &str) -> bool {
+        if self.set.contains(key) {
+            return false;
+        }
+        if self.order.len() == self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        self.set.insert(key.to_owned());
+        self.order.push_back(key.to_owned());
+        true
+    }
+}
+
+/// How many recent dedup keys are remembered: several minutes of a large fleet.
+const DEDUP_CAPACITY: usize = 100_000;
+/// At most one decode-failure log line per device per this long.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The shared uplink pipeline.
+pub struct Pipeline {
+    publisher: Publisher,
+    codecs: CodecTable,
+    metrics: Arc<Metrics>,
+    states: Mutex<HashMap<DeviceId, DeviceState>>,
+    recent: Mutex<RecentKeys>,
+    failure_logged: Mutex<HashMap<DeviceId, Instant>>,
+}
+
+/// The current time as RFC 3339.
+pub fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+impl Pipeline {
+    /// A pipeline publishing through `publisher`.
+    pub fn new(publisher: Publisher, codecs: CodecTable, metrics: Arc<Metrics>) -> Self {
+        Pipeline {
+            publisher,
+            codecs,
+            metrics,
+            states: Mutex::new(HashMap::new()),
+            recent: Mutex::new(RecentKeys::new(DEDUP_CAPACITY)),
+            failure_logged: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The publisher, for adapters that publish network-specific topics.
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
+    /// Decodes an uplink and publishes its telemetry and the device's state. Returns
+    /// `None` for a duplicate, which is published once only.
+    pub async fn ingest(&self, up: Uplink) -> Option<Ingested> {
+        let network = up.device.network.name();
+        self.metrics
+            .uplinks_received
+            .get_or_create(&NetworkLabels { network })
+            .inc();
+        if let Some(key) = &up.dedup_key {
+            let first = lock(&self.recent).first_time(&format!("{}|{key}", up.device));
+            if !first {
+                self.metrics
+                    .duplicates
+                    .get_or_create(&NetworkLabels { network })
+                    .inc();
+                tracing::debug!(device = %up.device, key, "duplicate uplink dropped");
+                return None;
+            }
+        }
+        let codec = self.codecs.codec_for(&up.device, &up.codec_keys);
+        let received_at = now_rfc3339();
+        let mut telemetry = json!({
+            "device": up.device.to_string(),
+            "network": network,
+            "received_at": received_at,
+            "codec": codec.name(),
+            "fport": up.fport,
+            "records": [],
+            "raw_hex": hex::encode(&up.payload),
+            "meta": up.meta,
+        });
+        let records = match codec.decode_uplink(&up.payload, up.fport) {
+            Ok(records) => {
+                self.metrics
+                    .uplinks_decoded
+                    .get_or_create(&UplinkLabels {
+                        network,
+                        codec: codec.name(),
+                    })
+                    .inc();
+                telemetry["records"] = Value::Array(records.clone());
+                records
+            }
+            Err(e) => {
+                self.metrics
+                    .uplinks_failed
+                    .get_or_create(&FailureLabels {
+                        network,
+                        codec: codec.name(),
+                        kind: e.kind,
+                    })
+                    .inc();
+                self.log_failure(&up.device, codec, &e.message, &up.payload);
+                telemetry["error"] = json!({"kind": e.kind, "message": e.message});
+                Vec::new()
+            }
+        };
+
+        let base = self.publisher.device_topic(&up.device);
+        self.publisher
+            .publish_json(&format!("{base}/telemetry"), &telemetry, false)
+            .await;
+        self.metrics
+            .ingest_latency
+            .observe(up.received.elapsed().as_secs_f64());
+
+        let state = {
+            let mut states = lock(&self.states);
+            let st = states.entry(up.device.clone()).or_default();
+            st.last_seen = Some(received_at);
+            st.merge_records(&records);
+            st.merge_network(&up.network_facts);
+            st.to_json(&up.device)
+        };
+        self.publisher
+            .publish_json(&format!("{base}/state"), &state, true)
+            .await;
+        Some(Ingested { codec, records })
+    }
+
+    /// Updates a device's network facts (join, status events) and republishes its state.
+    pub async fn update_network_facts(&self, device: &DeviceId, facts: Map<String, Value>) {
+        let state = {
+            let mut states = lock(&self.states);
+            let st = states.entry(device.clone()).or_default();
+            st.last_seen = Some(now_rfc3339());
+            st.merge_network(&facts);
+            st.to_json(device)
+        };
+        let topic = format!("{}/state", self.publisher.device_topic(device));
+        self.publisher.publish_json(&topic, &state, true).await;
+    }
+
+    /// The last known state of a device, if the bridge has heard of it.
+    pub fn state(&self, device: &DeviceId) -> Option<Value> {
+        lock(&self.states).get(device).map(|s| s.to_json(device))
+    }
+
+    /// A network fact of a device (e.g. its ChirpStack application id).
+    pub fn network_fact(&self, device: &DeviceId, key: &str) -> Option<Value> {
+        lock(&self.states)
+            .get(device)
+            .and_then(|s| s.network.get(key).cloned())
+    }
+
+    fn log_failure(&self, device: &DeviceId, codec: Codec, message: &str, payload: &[u8]) {
+        let now = Instant::now();
+        let mut logged = lock(&self.failure_logged);
+        let due = logged
+            .get(device)
+            .is_none_or(|t| now.duration_since(*t) >= FAILURE_LOG_INTERVAL);
+        if due {
+            logged.insert(device.clone(), now);
+            tracing::warn!(device = %device, codec = %codec, error = message, raw_hex = %hex::encode(payload),
+                "uplink does not decode (published with its error; logged at most once a minute per device)");
+        }
+    }
+}
+
+/// Locks a mutex, going on with the data if a holder panicked: the maps hold plain
+/// data that a panic cannot leave half-written in a way that matters here.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_keys_forget_the_oldest() {
+        let mut r = RecentKeys::new(2);
+        assert!(r.first_time("a"));
+        assert!(!r.first_time("a"));
+        assert!(r.first_time("b"));
+        assert!(r.first_time("c"));
+        assert!(r.first_time("a"), "a was forgotten when c came");
+        assert!(!r.first_time("c"));
+    }
+
+    #[test]
+    fn codec_precedence() {
+        let mut c = CodecSettings {
+            default: "raw".into(),
+            ..Default::default()
+        };
+        c.device
+            .insert("70B3D57ED0051A2B".into(), "cayenne-lpp".into());
+        c.device_profile
+            .insert("prof".into(), "longproto-v1".into());
+        c.application.insert("app".into(), "cayenne-lpp".into());
+        c.sigfox_device_type
+            .insert("TYPE".into(), "cayenne-lpp".into());
+        let t = CodecTable::new(&c);
+        let lw = |id: &str| DeviceId::parse("lorawan", id).unwrap();
+        let keys = |a: Option<&str>, p: Option<&str>| CodecKeys {
+            application: a.map(Into::into),
+            device_profile: p.map(Into::into),
+            sigfox_device_type: None,
+        };
+        assert_eq!(
+            t.codec_for(&lw("70b3d57ed0051a2b"), &keys(Some("app"), Some("prof"))),
+            Codec::CayenneLpp
+        );
+        assert_eq!(
+            t.codec_for(&lw("0000000000000001"), &keys(Some("app"), Some("prof"))),
+            Codec::LongprotoV1
+        );
+        assert_eq!(
+            t.codec_for(&lw("0000000000000001"), &keys(Some("app"), None)),
+            Codec::CayenneLpp
+        );
+        assert_eq!(
+            t.codec_for(&lw("0000000000000001"), &keys(None, None)),
+            Codec::Raw
+        );
+        let sf = DeviceId::parse("sigfox", "1a2b").unwrap();
+        let k = CodecKeys {
+            sigfox_device_type: Some("type".into()),
+            ..Default::default()
+        };
+        assert_eq!(t.codec_for(&sf, &k), Codec::CayenneLpp);
+    }
+}

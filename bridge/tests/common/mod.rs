@@ -1,0 +1,364 @@
+//! Test harness: a real mosquitto on a free loopback port, an MQTT watcher, a small
+//! HTTP/1.1 client over a real socket, and a bridge started in-process.
+#![allow(dead_code)]
+
+use longproto_bridge::service::Bridge;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// A mosquitto broker of the test's own, with persistence, on 127.0.0.1.
+pub struct Mosquitto {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn mosquitto_binary() -> PathBuf {
+    for p in [
+        "/usr/sbin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+    ] {
+        if std::path::Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!("mosquitto is not installed: run ./tools/test.sh, which installs it");
+}
+
+impl Mosquitto {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Mosquitto {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        m.spawn();
+        m
+    }
+
+    fn spawn(&mut self) {
+        let conf = self.dir.path().join("mosquitto.conf");
+        let running_as_root = std::fs::metadata("/proc/self").map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.uid() == 0
+        });
+        let user = if running_as_root.unwrap_or(false) {
+            "user root\n"
+        } else {
+            ""
+        };
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}/\n\
+                 {user}max_inflight_messages 100\nmax_queued_messages 100000\nlog_dest stderr\nlog_type error\n",
+                port = self.port,
+                dir = self.dir.path().display(),
+            ),
+        )
+        .unwrap();
+        let child = Command::new(mosquitto_binary())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("mosquitto starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the broker with SIGTERM, so it saves its persistence file.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    /// Starts it again on the same port, with the same persistence.
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// An MQTT client that records every message on the topics it subscribes to.
+pub struct Watcher {
+    pub client: AsyncClient,
+    rx: mpsc::UnboundedReceiver<(String, Vec<u8>, bool)>,
+}
+
+pub fn client_options(broker: &Mosquitto, id: &str, clean: bool) -> MqttOptions {
+    let mut o = MqttOptions::new(id, "127.0.0.1", broker.port);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_clean_session(clean);
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    o.set_inflight(1000);
+    o
+}
+
+impl Watcher {
+    /// Connects with a persistent session, subscribes, and waits for the subscription.
+    pub async fn new(broker: &Mosquitto, id: &str, filters: &[&str]) -> Watcher {
+        let (client, mut eventloop) = AsyncClient::new(client_options(broker, id, false), 10_000);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let filters: Vec<String> = filters.iter().map(|s| s.to_string()).collect();
+        let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+        let sub = client.clone();
+        tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        for f in &filters {
+                            let _ = sub.try_subscribe(f, QoS::AtLeastOnce);
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if tx
+                            .send((p.topic.clone(), p.payload.to_vec(), p.retain))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), ready_rx.recv())
+            .await
+            .expect("subscribed");
+        Watcher { client, rx }
+    }
+
+    /// The next message whose topic satisfies `pred`, within `timeout`.
+    pub async fn next_where(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<(String, Vec<u8>, bool)> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(m)) if pred(&m.0) => return Some(m),
+                Ok(Some(_)) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    /// The next message on a topic ending with `suffix`, as JSON.
+    pub async fn next_json(&mut self, suffix: &str) -> Value {
+        let (topic, payload, _) = self
+            .next_where(Duration::from_secs(10), |t| t.ends_with(suffix))
+            .await
+            .unwrap_or_else(|| panic!("no message on *{suffix} within 10 s"));
+        serde_json::from_slice(&payload).unwrap_or_else(|e| panic!("{topic}: not JSON: {e}"))
+    }
+
+    /// Waits until nothing more arrives on topics ending with `suffix` for `quiet`.
+    pub async fn none_on(&mut self, suffix: &str, quiet: Duration) -> Option<Value> {
+        self.next_where(quiet, |t| t.ends_with(suffix))
+            .await
+            .map(|(_, p, _)| serde_json::from_slice(&p).unwrap_or(Value::Null))
+    }
+}
+
+/// A publisher client, as ChirpStack's integration is one.
+pub async fn publisher(broker: &Mosquitto, id: &str) -> AsyncClient {
+    let (client, mut eventloop) = AsyncClient::new(client_options(broker, id, false), 10_000);
+    tokio::spawn(async move {
+        loop {
+            if eventloop.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    client
+}
+
+/// Settings for a bridge on this broker, HTTP on a free port.
+pub fn settings(broker: &Mosquitto, client_id: &str) -> gateway_config::Settings {
+    let mut s = gateway_config::Settings::default();
+    s.mqtt.server = broker.url();
+    s.mqtt.client_id = client_id.into();
+    s.http.bind = "127.0.0.1:0".into();
+    s.http.api_tokens = vec![TOKEN.into()];
+    s.sigfox.secret = SIGFOX_SECRET.into();
+    s
+}
+
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+pub const SIGFOX_SECRET: &str = "sigfox-secret-0123456789";
+
+/// Starts a bridge and waits until its retained status is `online` (so its
+/// subscriptions are in place).
+pub async fn start_bridge(broker: &Mosquitto, settings: gateway_config::Settings) -> Bridge {
+    let root = settings.mqtt.topic_root.clone();
+    let bridge = Bridge::start(settings).await.expect("bridge starts");
+    let mut w = Watcher::new(
+        broker,
+        &format!("ready-{}", uuid_like()),
+        &[&format!("{root}/bridge/status")],
+    )
+    .await;
+    let deadline = Duration::from_secs(10);
+    loop {
+        let (_, p, _) = w
+            .next_where(deadline, |_| true)
+            .await
+            .expect("bridge status within 10 s");
+        if p == b"online" {
+            break;
+        }
+    }
+    bridge
+}
+
+pub fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// One HTTP/1.1 exchange over a real socket: status, headers (lowercase names), body.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .expect("response in 10 s")
+        .unwrap();
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete head");
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        })
+        .collect();
+    let mut body = buf[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    (status, headers, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 4 + size..];
+    }
+}
+
+/// The test vectors of a file.
+pub fn vectors(file: &str) -> Vec<Value> {
+    let path = format!(
+        "{}/../device-node/vectors/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A fixture's bytes.
+pub fn fixture(path: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/tests/fixtures/{path}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}

@@ -1,0 +1,146 @@
+//! The real binary under SIGTERM: finishes what it has, publishes `offline`, exits 0,
+//! and leaves unprocessed messages with the broker for its next run.
+mod common;
+
+use common::*;
+use rumqttc::QoS;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn spawn_bridge(config: &std::path::Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_longproto-bridge"))
+        .arg("-c")
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the bridge starts")
+}
+
+async fn wait_status(broker: &Mosquitto, want: &[u8]) {
+    let mut w = Watcher::new(
+        broker,
+        &format!("status-{}", uuid_like()),
+        &["longproto/v1/bridge/status"],
+    )
+    .await;
+    loop {
+        let (_, p, _) = w
+            .next_where(Duration::from_secs(10), |_| true)
+            .await
+            .expect("a bridge status");
+        if p == want {
+            return;
+        }
+    }
+}
+
+fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bridge did not exit within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_publishes_offline_and_exits_0() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bridge.toml");
+    std::fs::write(
+        &config,
+        format!("[mqtt]\nserver = \"{}\"\nclient_id = \"bridge-sigterm\"\n[http]\nbind = \"127.0.0.1:0\"\n", broker.url()),
+    )
+    .unwrap();
+    let mut watch = Watcher::new(&broker, "watch-sigterm", &["longproto/v1/+/+/telemetry"]).await;
+    let mut child = spawn_bridge(&config);
+    wait_status(&broker, b"online").await;
+
+    let cs = publisher(&broker, "chirpstack-sigterm").await;
+    let total = 4000u32;
+    for i in 0..total {
+        let body = serde_json::json!({
+            "deduplicationId": format!("sigterm-{i}"),
+            "deviceInfo": {"devEui": "70b3d57ed0051a2b", "applicationId": "app"},
+            "fCnt": i, "fPort": 10, "dr": 5, "data": "hAAqAgA="
+        });
+        cs.publish(
+            "application/app/device/70b3d57ed0051a2b/event/up",
+            QoS::AtLeastOnce,
+            false,
+            serde_json::to_vec(&body).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    // Let some arrive, then stop the bridge in the middle of the stream.
+    watch.next_json("/telemetry").await;
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+    wait_status(&broker, b"offline").await;
+    let mut seen = BTreeMap::new();
+    seen.insert(0u64, 1u32);
+    while let Some((_, p, _)) = watch
+        .next_where(Duration::from_millis(500), |t| t.ends_with("/telemetry"))
+        .await
+    {
+        let t: Value = serde_json::from_slice(&p).unwrap();
+        *seen
+            .entry(t["meta"]["f_cnt"].as_u64().unwrap())
+            .or_default() += 1;
+    }
+    let first_run = seen.len();
+    assert!(
+        first_run < total as usize,
+        "the first run took everything: the stop did not come mid-stream"
+    );
+
+    // What it had not taken stayed with the broker: a second run gets the rest.
+    let mut child = spawn_bridge(&config);
+    while seen.len() < total as usize {
+        let Some((_, p, _)) = watch
+            .next_where(Duration::from_secs(10), |t| t.ends_with("/telemetry"))
+            .await
+        else {
+            break;
+        };
+        let t: Value = serde_json::from_slice(&p).unwrap();
+        *seen
+            .entry(t["meta"]["f_cnt"].as_u64().unwrap())
+            .or_default() += 1;
+    }
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
+    let missing: Vec<u32> = (0..total)
+        .filter(|i| !seen.contains_key(&(*i as u64)))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "lost across a clean restart: {missing:?}"
+    );
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "published twice across a clean restart: {twice:?}"
+    );
+}
