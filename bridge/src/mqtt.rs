@@ -166,14 +166,15 @@ impl ConnectionState {
     }
 }
 
-/// Drives the connection until shutdown: forwards incoming messages to `tx`,
-/// re-subscribes and publishes `online` on every ConnAck, and reconnects with a backoff
-/// from 50 ms doubling to `max_backoff`.
+/// Drives the connection until the broker closes it after the client's disconnect:
+/// forwards incoming
+/// messages to `tx`, re-subscribes and publishes `online` on every ConnAck, and
+/// reconnects with a backoff from 50 ms doubling to `max_backoff`.
 ///
-/// When `stop_forwarding` turns true, messages still arriving are neither forwarded nor
-/// acknowledged (the broker redelivers them to the next session), and `tx` is dropped so
-/// the dispatcher can drain what it has. The loop ends when the client's disconnect goes
-/// out.
+/// `eventloop.poll()` is never cancelled (it is not cancel-safe: an interrupted flush
+/// would write a packet twice). Shutdown reaches this loop through the channel instead:
+/// once the dispatcher closes it, messages still arriving are neither forwarded nor
+/// acknowledged, and the broker redelivers them to the next session.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_connection(
     mut eventloop: EventLoop,
@@ -181,25 +182,16 @@ pub async fn run_connection(
     subscriptions: Vec<String>,
     status_topic: String,
     tx: mpsc::UnboundedSender<Incoming>,
-    mut stop_forwarding: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
     state: ConnectionState,
     metrics: Arc<Metrics>,
     max_backoff: Duration,
 ) {
-    let mut tx = Some(tx);
     let mut backoff = Duration::from_millis(50);
     let mut connections = 0u64;
+    let mut disconnecting = false;
     loop {
-        let event = tokio::select! {
-            ev = eventloop.poll() => ev,
-            _ = stop_forwarding.changed(), if tx.is_some() => {
-                if *stop_forwarding.borrow() {
-                    tx = None;
-                }
-                continue;
-            }
-        };
-        match event {
+        match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 connections += 1;
                 if connections > 1 {
@@ -220,24 +212,30 @@ pub async fn run_connection(
                 }
                 let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, "online");
             }
-            Ok(Event::Incoming(Packet::Publish(publish))) => match &tx {
-                Some(tx) => {
-                    let _ = tx.send(Incoming {
-                        publish,
-                        received: Instant::now(),
-                    });
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                if let Err(unsent) = tx.send(Incoming {
+                    publish,
+                    received: Instant::now(),
+                }) {
+                    tracing::debug!(
+                        topic = unsent.0.publish.topic,
+                        "shutting down: left for redelivery"
+                    );
                 }
-                None => {
-                    tracing::debug!(topic = publish.topic, "shutting down: left for redelivery")
-                }
-            },
+            }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                // Keep reading until the broker closes the connection: closing a socket
+                // with unread data sends RST, and an RST makes the broker drop what it has
+                // not read yet, such as the last acknowledgements.
+                disconnecting = true;
                 state.0.store(false, Ordering::Relaxed);
                 metrics.mqtt_connected.set(0);
+            }
+            Ok(_) => {}
+            Err(_) if disconnecting => {
                 tracing::info!("disconnected from the MQTT broker");
                 return;
             }
-            Ok(_) => {}
             Err(e) => {
                 if state.0.swap(false, Ordering::Relaxed) {
                     tracing::warn!(error = %e, "MQTT connection lost; reconnecting");
@@ -245,7 +243,7 @@ pub async fn run_connection(
                     tracing::debug!(error = %e, ?backoff, "MQTT connection attempt failed");
                 }
                 metrics.mqtt_connected.set(0);
-                if tx.is_none() {
+                if *stopping.borrow() {
                     // shutting down and the broker is gone: nothing left to deliver
                     return;
                 }

@@ -73,7 +73,13 @@ impl Bridge {
             metrics.clone(),
             Duration::from_millis(settings.mqtt.reconnect_max_ms as u64),
         ));
-        let dispatcher = tokio::spawn(dispatch(rx, client.clone(), chirpstack, metrics.clone()));
+        let dispatcher = tokio::spawn(dispatch(
+            rx,
+            stop_rx.clone(),
+            client.clone(),
+            chirpstack,
+            metrics.clone(),
+        ));
 
         let app = http::router(
             AppState {
@@ -145,29 +151,55 @@ impl Bridge {
 }
 
 /// Hands each incoming message to its adapter, then acknowledges it to the broker, so a
-/// message is only acknowledged once its results are queued for publishing.
+/// message is only acknowledged once its results are queued for publishing. On stop it
+/// closes the channel (the connection stops forwarding) and finishes what it holds.
 async fn dispatch(
     mut rx: mpsc::UnboundedReceiver<Incoming>,
+    mut stop: watch::Receiver<bool>,
     client: AsyncClient,
     chirpstack: Arc<ChirpstackAdapter>,
     metrics: Arc<Metrics>,
 ) {
+    loop {
+        let incoming = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => {
+                rx.close();
+                break;
+            }
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => return,
+            },
+        };
+        handle(&incoming, &client, &chirpstack, &metrics).await;
+    }
+    // closed: what was already forwarded is finished; the rest stays with the broker
     while let Some(incoming) = rx.recv().await {
-        let publish = &incoming.publish;
-        if chirpstack.matches(&publish.topic) {
-            chirpstack
-                .handle(&publish.topic, &publish.payload, incoming.received)
-                .await;
-        } else {
-            metrics.malformed("mqtt", "topic");
-            tracing::warn!(
-                topic = publish.topic,
-                "message on a topic the bridge does not read"
-            );
-        }
-        if let Err(e) = client.ack(publish).await {
-            tracing::error!(error = %e, "acknowledging a message failed");
-        }
+        handle(&incoming, &client, &chirpstack, &metrics).await;
+    }
+}
+
+async fn handle(
+    incoming: &Incoming,
+    client: &AsyncClient,
+    chirpstack: &ChirpstackAdapter,
+    metrics: &Metrics,
+) {
+    let publish = &incoming.publish;
+    if chirpstack.matches(&publish.topic) {
+        chirpstack
+            .handle(&publish.topic, &publish.payload, incoming.received)
+            .await;
+    } else {
+        metrics.malformed("mqtt", "topic");
+        tracing::warn!(
+            topic = publish.topic,
+            "message on a topic the bridge does not read"
+        );
+    }
+    if let Err(e) = client.ack(publish).await {
+        tracing::error!(error = %e, "acknowledging a message failed");
     }
 }
 
