@@ -161,6 +161,59 @@ pub struct Pipeline {
     states: Mutex<HashMap<DeviceId, DeviceState>>,
     recent: Mutex<RecentKeys>,
     failure_logged: Mutex<HashMap<DeviceId, Instant>>,
+    state_pacing: Mutex<StatePacing>,
+}
+
+/// Paces retained-state publishes: at once after a quiet spell, then at most once per
+/// interval during a burst, and always the last one.
+#[derive(Debug, Default)]
+struct StatePacing {
+    interval: Duration,
+    last: HashMap<DeviceId, Instant>,
+    pending: HashSet<DeviceId>,
+}
+
+impl StatePacing {
+    /// Whether to publish now; otherwise the device is left pending for
+    /// [`Pipeline::flush_states`].
+    fn publish_now(&mut self, device: &DeviceId, now: Instant) -> bool {
+        let due = self
+            .last
+            .get(device)
+            .is_none_or(|t| now.duration_since(*t) >= self.interval);
+        if due {
+            self.last.insert(device.clone(), now);
+            self.pending.remove(device);
+        } else {
+            self.pending.insert(device.clone());
+        }
+        due
+    }
+
+    /// Pending devices whose interval has passed (all of them when `all`).
+    fn due(&mut self, now: Instant, all: bool) -> Vec<DeviceId> {
+        let interval = self.interval;
+        let last = &self.last;
+        let due: Vec<DeviceId> = self
+            .pending
+            .iter()
+            .filter(|d| {
+                all || last
+                    .get(*d)
+                    .is_none_or(|t| now.duration_since(*t) >= interval)
+            })
+            .cloned()
+            .collect();
+        for d in &due {
+            self.pending.remove(d);
+            self.last.insert(d.clone(), now);
+        }
+        // forget devices quiet for a while, so the map does not grow with the fleet's history
+        if self.last.len() > 10_000 {
+            self.last.retain(|_, t| now.duration_since(*t) < interval);
+        }
+        due
+    }
 }
 
 /// The current time as RFC 3339.
@@ -171,8 +224,14 @@ pub fn now_rfc3339() -> String {
 }
 
 impl Pipeline {
-    /// A pipeline publishing through `publisher`.
-    pub fn new(publisher: Publisher, codecs: CodecTable, metrics: Arc<Metrics>) -> Self {
+    /// A pipeline publishing through `publisher`; retained states are paced to one per
+    /// device per `state_interval` during bursts.
+    pub fn new(
+        publisher: Publisher,
+        codecs: CodecTable,
+        metrics: Arc<Metrics>,
+        state_interval: Duration,
+    ) -> Self {
         Pipeline {
             publisher,
             codecs,
@@ -180,6 +239,41 @@ impl Pipeline {
             states: Mutex::new(HashMap::new()),
             recent: Mutex::new(RecentKeys::new(DEDUP_CAPACITY)),
             failure_logged: Mutex::new(HashMap::new()),
+            state_pacing: Mutex::new(StatePacing {
+                interval: state_interval,
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// How often [`Pipeline::flush_states`] should run: often, so that each flush is a
+    /// small slice of the fleet and never a burst that queues telemetry behind it.
+    pub fn state_flush_period(&self) -> Duration {
+        (lock(&self.state_pacing).interval / 4)
+            .clamp(Duration::from_millis(1), Duration::from_millis(20))
+    }
+
+    /// Publishes the states left pending by pacing (all of them when `all`, at shutdown).
+    pub async fn flush_states(&self, all: bool) {
+        let due = lock(&self.state_pacing).due(Instant::now(), all);
+        for device in due {
+            self.publish_state(&device).await;
+        }
+    }
+
+    async fn publish_state(&self, device: &DeviceId) {
+        let Some(state) = self.state(device) else {
+            return;
+        };
+        let topic = format!("{}/state", self.publisher.device_topic(device));
+        self.publisher.publish_json(&topic, &state, true).await;
+    }
+
+    /// Publishes a device's state now, or leaves it to the pacing.
+    async fn state_changed(&self, device: &DeviceId) {
+        let now = lock(&self.state_pacing).publish_now(device, Instant::now());
+        if now {
+            self.publish_state(device).await;
         }
     }
 
@@ -254,31 +348,26 @@ impl Pipeline {
             .ingest_latency
             .observe(up.received.elapsed().as_secs_f64());
 
-        let state = {
+        {
             let mut states = lock(&self.states);
             let st = states.entry(up.device.clone()).or_default();
             st.last_seen = Some(received_at);
             st.merge_records(&records);
             st.merge_network(&up.network_facts);
-            st.to_json(&up.device)
-        };
-        self.publisher
-            .publish_json(&format!("{base}/state"), &state, true)
-            .await;
+        }
+        self.state_changed(&up.device).await;
         Some(Ingested { codec, records })
     }
 
     /// Updates a device's network facts (join, status events) and republishes its state.
     pub async fn update_network_facts(&self, device: &DeviceId, facts: Map<String, Value>) {
-        let state = {
+        {
             let mut states = lock(&self.states);
             let st = states.entry(device.clone()).or_default();
             st.last_seen = Some(now_rfc3339());
             st.merge_network(&facts);
-            st.to_json(device)
-        };
-        let topic = format!("{}/state", self.publisher.device_topic(device));
-        self.publisher.publish_json(&topic, &state, true).await;
+        }
+        self.state_changed(device).await;
     }
 
     /// The last known state of a device, if the bridge has heard of it.
@@ -316,6 +405,40 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_pacing_publishes_first_and_last() {
+        let d = DeviceId::parse("lorawan", "0000000000000001").unwrap();
+        let ms = Duration::from_millis;
+        let mut p = StatePacing {
+            interval: ms(100),
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        assert!(p.publish_now(&d, t0), "the first change goes out at once");
+        assert!(!p.publish_now(&d, t0 + ms(10)));
+        assert!(!p.publish_now(&d, t0 + ms(20)));
+        assert!(
+            p.due(t0 + ms(50), false).is_empty(),
+            "not before the interval"
+        );
+        assert_eq!(
+            p.due(t0 + ms(100), false),
+            vec![d.clone()],
+            "the last one, once"
+        );
+        assert!(p.due(t0 + ms(300), false).is_empty());
+        assert!(
+            p.publish_now(&d, t0 + ms(400)),
+            "after a quiet spell: at once"
+        );
+        assert!(!p.publish_now(&d, t0 + ms(401)));
+        assert_eq!(p.due(t0 + ms(402), true), vec![d], "shutdown flushes all");
+        let mut zero = StatePacing::default();
+        let s = DeviceId::parse("sigfox", "1").unwrap();
+        assert!(zero.publish_now(&s, t0));
+        assert!(zero.publish_now(&s, t0), "interval 0: every time");
+    }
 
     #[test]
     fn recent_keys_forget_the_oldest() {

@@ -51,6 +51,7 @@ impl Bridge {
             publisher,
             CodecTable::new(&settings.codecs),
             metrics.clone(),
+            Duration::from_millis(settings.mqtt.state_min_interval_ms as u64),
         ));
         let chirpstack = Arc::new(ChirpstackAdapter::new(
             &settings.chirpstack,
@@ -80,6 +81,18 @@ impl Bridge {
             chirpstack,
             metrics.clone(),
         ));
+        let pacing = pipeline.clone();
+        let mut pacing_stop = stop_rx.clone();
+        let state_flusher = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(pacing.state_flush_period());
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = pacing_stop.wait_for(|s| *s) => return,
+                }
+                pacing.flush_states(false).await;
+            }
+        });
 
         let app = http::router(
             AppState {
@@ -100,10 +113,13 @@ impl Bridge {
         tracing::info!(http = %http_addr, mqtt = settings.mqtt.server, "longproto-bridge started");
 
         let mut stopping = stop_rx;
+        let flush_pipeline = pipeline.clone();
         let task = tokio::spawn(async move {
             let _ = stopping.wait_for(|s| *s).await;
             let orderly = async {
                 let _ = dispatcher.await;
+                let _ = state_flusher.await;
+                flush_pipeline.flush_states(true).await;
                 let _ = client
                     .publish(&status_topic, QoS::AtLeastOnce, true, "offline")
                     .await;

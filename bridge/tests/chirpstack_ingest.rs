@@ -89,7 +89,9 @@ async fn send(client: &AsyncClient, topic: String, payload: Vec<u8>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uplinks_in_both_marshalers_publish_the_vectors_records() {
     let broker = Mosquitto::start();
-    let bridge = start_bridge(&broker, settings(&broker, "bridge-vectors")).await;
+    let mut s = settings(&broker, "bridge-vectors");
+    s.mqtt.state_min_interval_ms = 0; // a state after every uplink, to check each one
+    let bridge = start_bridge(&broker, s).await;
     let mut watch = Watcher::new(&broker, "watch-vectors", &["longproto/v1/#"]).await;
     let cs = publisher(&broker, "chirpstack").await;
 
@@ -495,5 +497,53 @@ async fn healthz_follows_the_broker_connection() {
     );
     let (status, _, _) = http(bridge.http_addr(), "GET", "/nope", &[], b"").await;
     assert_eq!(status, 404);
+    bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_publishes_the_first_and_the_last_state() {
+    let broker = Mosquitto::start();
+    let mut s = settings(&broker, "bridge-pacing");
+    s.mqtt.state_min_interval_ms = 400;
+    let bridge = start_bridge(&broker, s).await;
+    let mut watch = Watcher::new(&broker, "watch-pacing", &["longproto/v1/+/+/state"]).await;
+    let cs = publisher(&broker, "chirpstack").await;
+    let eui = "70b3d57ed0051a2b";
+    for i in 0..20u32 {
+        // an ack record with counter i, so each state says which uplink it reflects
+        let data = vec![0x84, 0, i as u8, 2, 0];
+        let ev = up_event(eui, &format!("burst-{i}"), i, 10, data);
+        send(&cs, topic(eui, "up"), serde_json::to_vec(&ev).unwrap()).await;
+    }
+    let started = std::time::Instant::now();
+    let first = watch.next_json("/state").await;
+    assert!(
+        first["records"]["ack"]["counter"].as_u64().unwrap() < 19,
+        "{first}"
+    );
+    let mut states = 1;
+    loop {
+        let s = watch.next_json("/state").await;
+        states += 1;
+        if s["records"]["ack"]["counter"] == 19 {
+            break;
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the last state came after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        states <= 4,
+        "{states} state publishes for a 20-uplink burst"
+    );
+    assert!(
+        watch
+            .none_on("/state", Duration::from_millis(600))
+            .await
+            .is_none(),
+        "nothing after the last state"
+    );
     bridge.shutdown().await;
 }

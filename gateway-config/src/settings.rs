@@ -94,6 +94,10 @@ section! {
         reconnect_max_ms: u32 = 1000,
         /// QoS 1 messages the bridge may have in flight to the broker at once.
         max_inflight: u16 = 256,
+        /// The retained state of a device is published at once after a change, then at
+        /// most this often (milliseconds) during a burst of its uplinks; the last state
+        /// is always published. 0 publishes it after every uplink.
+        state_min_interval_ms: u32 = 1000,
     }
 }
 

@@ -135,6 +135,12 @@ impl Settings {
                 format!("{} is out of range 50..=60000", m.reconnect_max_ms),
             );
         }
+        if m.state_min_interval_ms > 60_000 {
+            p.push(
+                "mqtt.state_min_interval_ms",
+                format!("{} is out of range 0..=60000", m.state_min_interval_ms),
+            );
+        }
         if m.max_inflight == 0 {
             p.push("mqtt.max_inflight", "must be at least 1");
         }
