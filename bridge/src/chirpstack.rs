@@ -1,14 +1,19 @@
 //! The ChirpStack v4 adapter: reads the MQTT integration's events (JSON or Protobuf,
 //! with `chirpstack_api`'s own types) and turns them into pipeline input.
+use crate::commands::model::CommandState;
+use crate::commands::store::CommandStore;
+use crate::commands::{Commands, DownlinkPlan, ReceiveWindow};
 use crate::device::{DeviceId, Network};
 use crate::metrics::{EventLabels, Metrics};
-use crate::pipeline::{CodecKeys, Pipeline, Uplink};
+use crate::mqtt::Publisher;
+use crate::pipeline::{CodecKeys, Pipeline, Uplink, lock};
 use chirpstack_api::integration as ev;
+use gateway_config::region::Region;
 use gateway_config::{ChirpstackSettings, Marshaler};
 use prost::Message;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// A topic template in ChirpStack's syntax: levels that are literals or `{{variables}}`.
@@ -284,13 +289,63 @@ pub fn uplink_from_event(e: &ev::UplinkEvent, device: DeviceId, received: Instan
     }
 }
 
-/// Reads ChirpStack's events from MQTT and feeds the pipeline.
-pub struct ChirpstackAdapter {
-    event_topic: TopicTemplate,
+/// Turns a [`DownlinkPlan`] into ChirpStack's `command/down`, with `chirpstack_api`'s own
+/// `DownlinkCommand`: `id` = the plan's id (ChirpStack's queue item id), fPort 20,
+/// `expiresAt` = the earliest expiry of its commands.
+pub struct Downlinker {
     command_topic: TopicTemplate,
     marshaler: Marshaler,
+    publisher: Publisher,
+}
+
+impl Downlinker {
+    /// Publishes the plan for a device of ChirpStack application `application_id`.
+    pub async fn send(&self, application_id: &str, plan: &DownlinkPlan) {
+        let cmd = ev::DownlinkCommand {
+            id: plan.id.clone(),
+            dev_eui: plan.device.id.clone(),
+            confirmed: plan.confirmed,
+            f_port: device_node::COMMAND_FPORT as u32,
+            data: plan.payload.clone(),
+            object: None,
+            expires_at: Some(chirpstack_api::pbjson_types::Timestamp {
+                seconds: plan.expires_at.div_euclid(1000),
+                nanos: (plan.expires_at.rem_euclid(1000) * 1_000_000) as i32,
+            }),
+        };
+        let payload = match self.marshaler {
+            Marshaler::Protobuf => cmd.encode_to_vec(),
+            Marshaler::Json | Marshaler::Auto => serde_json::to_vec(&cmd).unwrap_or_default(),
+        };
+        let vars = [
+            ("application_id", application_id),
+            ("dev_eui", plan.device.id.as_str()),
+            ("command", "down"),
+        ];
+        let topic = self.command_topic.render(&vars);
+        tracing::debug!(
+            topic,
+            downlink = plan.id,
+            commands = plan.commands.len(),
+            "command/down"
+        );
+        self.publisher.publish(&topic, payload, false).await;
+    }
+}
+
+/// Reads ChirpStack's events from MQTT and feeds the pipeline; fills each class A
+/// uplink's receive window, and class B/C devices' queues at once.
+pub struct ChirpstackAdapter {
+    event_topic: TopicTemplate,
+    marshaler: Marshaler,
+    region: Region,
+    repeater: bool,
     pipeline: Arc<Pipeline>,
+    commands: Arc<Commands>,
+    downlinker: Downlinker,
     metrics: Arc<Metrics>,
+    /// (application id, class) last stored per device, to write only changes.
+    facts: Mutex<HashMap<DeviceId, (String, String)>>,
 }
 
 impl ChirpstackAdapter {
@@ -298,14 +353,93 @@ impl ChirpstackAdapter {
     pub fn new(
         settings: &ChirpstackSettings,
         pipeline: Arc<Pipeline>,
+        commands: Arc<Commands>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        ChirpstackAdapter {
-            event_topic: TopicTemplate::parse(&settings.event_topic),
+        let downlinker = Downlinker {
             command_topic: TopicTemplate::parse(&settings.command_topic),
             marshaler: settings.marshaler,
+            publisher: pipeline.publisher().clone(),
+        };
+        ChirpstackAdapter {
+            event_topic: TopicTemplate::parse(&settings.event_topic),
+            marshaler: settings.marshaler,
+            region: settings.region,
+            repeater: settings.repeater_compatible,
             pipeline,
+            commands,
+            downlinker,
             metrics,
+            facts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The receive window a class A uplink opened: the maximum payload of its data rate
+    /// in its region (ChirpStack's regionConfigId, else `chirpstack.region`).
+    pub fn class_a_window(&self, region_config_id: &str, dr: u32) -> Option<ReceiveWindow> {
+        let region = Region::from_name(region_config_id).unwrap_or(self.region);
+        let n = region.max_payload(u8::try_from(dr).ok()?, self.repeater)?;
+        Some(ReceiveWindow::of_bytes(n as usize))
+    }
+
+    /// After a command is stored: class B and C devices take it at once (ChirpStack
+    /// schedules it for the next ping slot or RX2), sized for the region's RX2 rate.
+    pub async fn command_created(&self, device: &DeviceId) {
+        if device.network != Network::Lorawan {
+            return;
+        }
+        let Some((application_id, class)) = self.known_facts(device).await else {
+            return;
+        };
+        if class == "A" {
+            return;
+        }
+        let Some(n) = self.region.max_payload(self.region.rx2().1, self.repeater) else {
+            return;
+        };
+        let window = ReceiveWindow::of_bytes(n as usize);
+        if let Some(plan) = self.commands.fill_window(device, window).await {
+            self.downlinker.send(&application_id, &plan).await;
+        }
+    }
+
+    async fn known_facts(&self, device: &DeviceId) -> Option<(String, String)> {
+        if let Some(f) = lock(&self.facts).get(device).cloned() {
+            return Some(f);
+        }
+        let stored = self
+            .commands
+            .store()
+            .device_facts(device)
+            .await
+            .ok()
+            .flatten()?;
+        lock(&self.facts).insert(device.clone(), stored.clone());
+        Some(stored)
+    }
+
+    /// Stores the application and class of a device when they change.
+    async fn remember(&self, device: &DeviceId, info: &ev::DeviceInfo) {
+        if info.application_id.is_empty() {
+            return;
+        }
+        let class = class_name(info.device_class_enabled).to_owned();
+        let facts = (info.application_id.clone(), class);
+        if lock(&self.facts).get(device) == Some(&facts) {
+            return;
+        }
+        match self
+            .commands
+            .store()
+            .set_device_facts(device, &facts.0, &facts.1)
+            .await
+        {
+            Ok(()) => {
+                lock(&self.facts).insert(device.clone(), facts);
+            }
+            Err(e) => {
+                tracing::error!(device = %device, error = %e, "store failed saving device facts")
+            }
         }
     }
 
@@ -317,15 +451,6 @@ impl ChirpstackAdapter {
     /// Whether a topic is one of ChirpStack's events.
     pub fn matches(&self, topic: &str) -> bool {
         self.event_topic.capture(topic).is_some()
-    }
-
-    /// The `command/down` topic of a device.
-    pub fn command_down_topic(&self, application_id: &str, dev_eui: &str) -> String {
-        self.command_topic.render(&[
-            ("application_id", application_id),
-            ("dev_eui", dev_eui),
-            ("command", "down"),
-        ])
     }
 
     /// Handles one message from the event topic. Malformed input is counted and logged
@@ -372,11 +497,32 @@ impl ChirpstackAdapter {
                 return None;
             }
         };
+        if let Some(info) = event.device_info() {
+            self.remember(&device, info).await;
+        }
         match &event {
             Event::Up(up) => {
-                self.pipeline
-                    .ingest(uplink_from_event(up, device, received))
-                    .await;
+                let window = self.class_a_window(&up.region_config_id, up.dr);
+                let application_id = up
+                    .device_info
+                    .as_ref()
+                    .map(|i| i.application_id.clone())
+                    .filter(|a| !a.is_empty())
+                    .or_else(|| vars.get("application_id").map(|a| a.to_string()))
+                    .unwrap_or_default();
+                let uplink = uplink_from_event(up, device.clone(), received);
+                if let Some(ingested) = self.pipeline.ingest(uplink).await {
+                    let plan = self
+                        .commands
+                        .after_uplink(&device, &ingested.records, window)
+                        .await;
+                    if let Some(plan) = plan {
+                        self.downlinker.send(&application_id, &plan).await;
+                        self.metrics
+                            .downlink_latency
+                            .observe(received.elapsed().as_secs_f64());
+                    }
+                }
             }
             Event::Join(j) => {
                 let mut facts = j.device_info.as_ref().map(device_facts).unwrap_or_default();
@@ -405,8 +551,42 @@ impl ChirpstackAdapter {
                     self.pipeline.update_network_facts(&device, facts).await;
                 }
             }
-            // Their meaning for commands belongs to the scheduler.
-            Event::Ack(_) | Event::TxAck(_) | Event::Log(_) => {}
+            Event::TxAck(t) => self.commands.network_sent(&t.queue_item_id).await,
+            Event::Ack(a) => {
+                for retry in self
+                    .commands
+                    .network_ack(&a.queue_item_id, a.acknowledged)
+                    .await
+                {
+                    self.command_created(&retry).await;
+                }
+            }
+            Event::Log(l) => {
+                let Some(item) = l.context.get("queue_item_id") else {
+                    return Some(event);
+                };
+                let code = ev::LogCode::try_from(l.code).unwrap_or(ev::LogCode::Unknown);
+                let reason = format!("chirpstack: {}: {}", code.as_str_name(), l.description);
+                match code {
+                    ev::LogCode::Expired => {
+                        self.commands
+                            .network_dropped(item, CommandState::Expired, &reason)
+                            .await
+                    }
+                    ev::LogCode::DownlinkPayloadSize
+                    | ev::LogCode::FCntDown
+                    | ev::LogCode::DownlinkGateway => {
+                        self.commands
+                            .network_dropped(item, CommandState::Failed, &reason)
+                            .await
+                    }
+                    _ => tracing::info!(
+                        queue_item_id = item,
+                        reason,
+                        "ChirpStack log about a queue item"
+                    ),
+                }
+            }
         }
         Some(event)
     }

@@ -7,10 +7,13 @@
 //! wires it all together with the [`http`] server.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod chirpstack;
 pub mod cli;
+pub mod clock;
 pub mod codec;
 pub mod command_json;
+pub mod commands;
 pub mod device;
 pub mod http;
 pub mod logging;

@@ -70,6 +70,8 @@ pub struct Metrics {
     pub mqtt_reconnects: Counter,
     /// From receiving an uplink to handing its telemetry to the MQTT client.
     pub ingest_latency: Histogram,
+    /// From receiving a class A uplink to handing the downlink for its window to the client.
+    pub downlink_latency: Histogram,
 }
 
 impl Default for Metrics {
@@ -94,6 +96,7 @@ impl Metrics {
             mqtt_reconnects: Counter::default(),
             // 100 µs .. ~0.6 s in steps of 25 %, fine enough to read a p99 against 5 ms
             ingest_latency: Histogram::new(exponential_buckets(0.000_1, 1.25, 40)),
+            downlink_latency: Histogram::new(exponential_buckets(0.000_1, 1.25, 40)),
         };
         registry.register(
             "uplinks_received",
@@ -139,6 +142,11 @@ impl Metrics {
             "ingest_publish_latency_seconds",
             "From receiving an uplink to publishing its telemetry",
             m.ingest_latency.clone(),
+        );
+        registry.register(
+            "uplink_downlink_latency_seconds",
+            "From receiving a class A uplink to publishing the downlink for its receive window",
+            m.downlink_latency.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -370,6 +370,19 @@ impl Pipeline {
         self.state_changed(device).await;
     }
 
+    /// Sets how many commands of a device are on their way, and republishes its state.
+    pub async fn set_pending(&self, device: &DeviceId, pending: u64) {
+        {
+            let mut states = lock(&self.states);
+            let st = states.entry(device.clone()).or_default();
+            if st.pending_commands == pending {
+                return;
+            }
+            st.pending_commands = pending;
+        }
+        self.state_changed(device).await;
+    }
+
     /// The last known state of a device, if the bridge has heard of it.
     pub fn state(&self, device: &DeviceId) -> Option<Value> {
         lock(&self.states).get(device).map(|s| s.to_json(device))

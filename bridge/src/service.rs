@@ -1,11 +1,14 @@
-//! The running service: wires the MQTT connection, the adapters, the pipeline and the
-//! HTTP server together, and shuts them down in order.
+//! The running service: wires the MQTT connection, the adapters, the pipeline, the
+//! command queue and the HTTP server together, and shuts them down in order.
 //!
 //! Shutdown follows mini-redis: one signal (`stop`) that every task watches. The
-//! connection stops forwarding new messages (the broker keeps them for the next
-//! session), the dispatcher finishes what it has, then `offline` is published and the
-//! client disconnects cleanly.
+//! dispatcher closes its channel (the connection stops forwarding, and the broker keeps
+//! what is left for the next session), finishes what it holds, pending states are
+//! flushed, then `offline` is published and the client disconnects cleanly.
 use crate::chirpstack::ChirpstackAdapter;
+use crate::clock::{Clock, SystemClock};
+use crate::commands::{Commands, Store};
+use crate::device::DeviceId;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::mqtt::{self, ConnectionState, Incoming, Publisher};
@@ -29,15 +32,36 @@ pub struct Bridge {
     task: JoinHandle<()>,
     metrics: Arc<Metrics>,
     pipeline: Arc<Pipeline>,
+    commands: Arc<Commands>,
+}
+
+/// What the dispatcher routes incoming messages to.
+struct Routes {
+    chirpstack: Arc<ChirpstackAdapter>,
+    commands: Arc<Commands>,
+    metrics: Arc<Metrics>,
+    root: String,
 }
 
 impl Bridge {
-    /// Starts every part of the bridge. It connects to the broker in the background and
-    /// keeps trying until it can.
+    /// Starts every part of the bridge on the system clock.
     pub async fn start(settings: Settings) -> anyhow::Result<Bridge> {
+        Self::start_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// Starts every part of the bridge; `clock` decides expiry and quotas (tests move it
+    /// by hand). It connects to the broker in the background and keeps trying until it
+    /// can.
+    pub async fn start_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Bridge> {
         // ring as the TLS provider; a second call (several bridges in one test) is a no-op
         let _ = rustls::crypto::ring::default_provider().install_default();
         let metrics = Arc::new(Metrics::new());
+        let store = Store::open(&settings.storage.url)
+            .await
+            .with_context(|| format!("storage.url: cannot open {}", settings.storage.url))?;
         let listener = tokio::net::TcpListener::bind(&settings.http.bind)
             .await
             .with_context(|| format!("http.bind: cannot listen on {}", settings.http.bind))?;
@@ -48,16 +72,34 @@ impl Bridge {
         let root = settings.mqtt.topic_root.clone();
         let publisher = Publisher::new(client.clone(), &root);
         let pipeline = Arc::new(Pipeline::new(
-            publisher,
+            publisher.clone(),
             CodecTable::new(&settings.codecs),
             metrics.clone(),
             Duration::from_millis(settings.mqtt.state_min_interval_ms as u64),
         ));
+        let commands = Arc::new(
+            Commands::new(
+                store,
+                clock,
+                publisher,
+                pipeline.clone(),
+                settings.commands.clone(),
+            )
+            .await
+            .context("reading the command queue")?,
+        );
         let chirpstack = Arc::new(ChirpstackAdapter::new(
             &settings.chirpstack,
             pipeline.clone(),
+            commands.clone(),
             metrics.clone(),
         ));
+        let routes = Arc::new(Routes {
+            chirpstack: chirpstack.clone(),
+            commands: commands.clone(),
+            metrics: metrics.clone(),
+            root: root.clone(),
+        });
 
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = watch::channel(false);
@@ -66,7 +108,7 @@ impl Bridge {
         let connection = tokio::spawn(mqtt::run_connection(
             eventloop,
             client.clone(),
-            vec![chirpstack.subscription()],
+            vec![chirpstack.subscription(), format!("{root}/+/+/command")],
             status_topic.clone(),
             tx,
             stop_rx.clone(),
@@ -74,33 +116,30 @@ impl Bridge {
             metrics.clone(),
             Duration::from_millis(settings.mqtt.reconnect_max_ms as u64),
         ));
-        let dispatcher = tokio::spawn(dispatch(
-            rx,
-            stop_rx.clone(),
-            client.clone(),
-            chirpstack,
-            metrics.clone(),
-        ));
-        let pacing = pipeline.clone();
-        let mut pacing_stop = stop_rx.clone();
-        let state_flusher = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(pacing.state_flush_period());
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = pacing_stop.wait_for(|s| *s) => return,
-                }
-                pacing.flush_states(false).await;
+        let dispatcher = tokio::spawn(dispatch(rx, stop_rx.clone(), client.clone(), routes));
+        let state_flusher = spawn_every(pipeline.state_flush_period(), stop_rx.clone(), {
+            let p = pipeline.clone();
+            move || {
+                let p = p.clone();
+                async move { p.flush_states(false).await }
+            }
+        });
+        let expiry = spawn_every(Duration::from_secs(1), stop_rx.clone(), {
+            let c = commands.clone();
+            move || {
+                let c = c.clone();
+                async move { c.expire_due().await }
             }
         });
 
-        let app = http::router(
-            AppState {
-                metrics: metrics.clone(),
-                mqtt: connection_state,
-            },
-            settings.metrics.enabled,
-        );
+        let app = http::router(AppState::new(
+            &settings,
+            metrics.clone(),
+            connection_state,
+            pipeline.clone(),
+            commands.clone(),
+            chirpstack,
+        ));
         let mut http_stop = stop_rx.clone();
         let server = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -110,22 +149,23 @@ impl Bridge {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
-        tracing::info!(http = %http_addr, mqtt = settings.mqtt.server, "longproto-bridge started");
+        tracing::info!(http = %http_addr, mqtt = settings.mqtt.server, storage = settings.storage.url, "longproto-bridge started");
 
         let mut stopping = stop_rx;
         let flush_pipeline = pipeline.clone();
         let task = tokio::spawn(async move {
             let _ = stopping.wait_for(|s| *s).await;
             let orderly = async {
+                let _ = server.await;
                 let _ = dispatcher.await;
                 let _ = state_flusher.await;
+                let _ = expiry.await;
                 flush_pipeline.flush_states(true).await;
                 let _ = client
                     .publish(&status_topic, QoS::AtLeastOnce, true, "offline")
                     .await;
                 let _ = client.disconnect().await;
                 let _ = connection.await;
-                let _ = server.await;
             };
             if tokio::time::timeout(SHUTDOWN_GRACE, orderly).await.is_err() {
                 tracing::warn!(
@@ -139,6 +179,7 @@ impl Bridge {
             task,
             metrics,
             pipeline,
+            commands,
         })
     }
 
@@ -157,8 +198,13 @@ impl Bridge {
         &self.pipeline
     }
 
-    /// Stops taking messages, finishes the ones in flight, publishes `offline`,
-    /// disconnects, and returns when all of it is done.
+    /// The command queue.
+    pub fn commands(&self) -> &Arc<Commands> {
+        &self.commands
+    }
+
+    /// Stops taking messages and requests, finishes the ones in flight, publishes
+    /// `offline`, disconnects, and returns when all of it is done.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
@@ -166,15 +212,33 @@ impl Bridge {
     }
 }
 
-/// Hands each incoming message to its adapter, then acknowledges it to the broker, so a
+/// Runs `job` every `period` until stop.
+fn spawn_every<F, Fut>(period: Duration, mut stop: watch::Receiver<bool>, job: F) -> JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            job().await;
+        }
+    })
+}
+
+/// Hands each incoming message to its handler, then acknowledges it to the broker, so a
 /// message is only acknowledged once its results are queued for publishing. On stop it
 /// closes the channel (the connection stops forwarding) and finishes what it holds.
 async fn dispatch(
     mut rx: mpsc::UnboundedReceiver<Incoming>,
     mut stop: watch::Receiver<bool>,
     client: AsyncClient,
-    chirpstack: Arc<ChirpstackAdapter>,
-    metrics: Arc<Metrics>,
+    routes: Arc<Routes>,
 ) {
     loop {
         let incoming = tokio::select! {
@@ -188,27 +252,25 @@ async fn dispatch(
                 None => return,
             },
         };
-        handle(&incoming, &client, &chirpstack, &metrics).await;
+        handle(&incoming, &client, &routes).await;
     }
     // closed: what was already forwarded is finished; the rest stays with the broker
     while let Some(incoming) = rx.recv().await {
-        handle(&incoming, &client, &chirpstack, &metrics).await;
+        handle(&incoming, &client, &routes).await;
     }
 }
 
-async fn handle(
-    incoming: &Incoming,
-    client: &AsyncClient,
-    chirpstack: &ChirpstackAdapter,
-    metrics: &Metrics,
-) {
+async fn handle(incoming: &Incoming, client: &AsyncClient, routes: &Routes) {
     let publish = &incoming.publish;
-    if chirpstack.matches(&publish.topic) {
-        chirpstack
+    if routes.chirpstack.matches(&publish.topic) {
+        routes
+            .chirpstack
             .handle(&publish.topic, &publish.payload, incoming.received)
             .await;
+    } else if let Some(device) = command_topic_device(&routes.root, &publish.topic) {
+        command_request(routes, device, &publish.payload).await;
     } else {
-        metrics.malformed("mqtt", "topic");
+        routes.metrics.malformed("mqtt", "topic");
         tracing::warn!(
             topic = publish.topic,
             "message on a topic the bridge does not read"
@@ -216,6 +278,56 @@ async fn handle(
     }
     if let Err(e) = client.ack(publish).await {
         tracing::error!(error = %e, "acknowledging a message failed");
+    }
+}
+
+/// The device of `{root}/{network}/{id}/command`, when the topic is one.
+fn command_topic_device<'t>(
+    root: &str,
+    topic: &'t str,
+) -> Option<Result<DeviceId, (&'t str, &'t str)>> {
+    let rest = topic.strip_prefix(root)?.strip_prefix('/')?;
+    let mut parts = rest.split('/');
+    let (network, id, leaf) = (parts.next()?, parts.next()?, parts.next()?);
+    if leaf != "command" || parts.next().is_some() {
+        return None;
+    }
+    Some(DeviceId::parse(network, id).map_err(|_| (network, id)))
+}
+
+/// A command request over MQTT: the same body as the HTTP POST; a refusal is published
+/// on the device's command-events topic.
+async fn command_request(routes: &Routes, device: Result<DeviceId, (&str, &str)>, payload: &[u8]) {
+    let device = match device {
+        Ok(d) => d,
+        Err((network, id)) => {
+            routes.metrics.malformed("command", "device");
+            tracing::warn!(network, id, "command request for an invalid device");
+            return;
+        }
+    };
+    let body: serde_json::Value = match serde_json::from_slice(payload) {
+        Ok(v) => v,
+        Err(e) => {
+            routes.metrics.malformed("command", "json");
+            routes
+                .commands
+                .announce_refused(&device, None, &format!("not JSON: {e}"))
+                .await;
+            return;
+        }
+    };
+    let id = body.get("id").and_then(|v| v.as_str()).map(str::to_owned);
+    match routes.commands.create(&device, &body).await {
+        Ok((_, true)) => routes.chirpstack.command_created(&device).await,
+        Ok((_, false)) => {}
+        Err(e) => {
+            routes.metrics.malformed("command", "request");
+            routes
+                .commands
+                .announce_refused(&device, id.as_deref(), &e.to_string())
+                .await;
+        }
     }
 }
 

@@ -73,7 +73,11 @@ async fn sigterm_finishes_in_flight_publishes_offline_and_exits_0() {
     let config = dir.path().join("bridge.toml");
     std::fs::write(
         &config,
-        format!("[mqtt]\nserver = \"{}\"\nclient_id = \"bridge-sigterm\"\n[http]\nbind = \"127.0.0.1:0\"\n", broker.url()),
+        format!(
+            "[mqtt]\nserver = \"{}\"\nclient_id = \"bridge-sigterm\"\n[http]\nbind = \"127.0.0.1:0\"\n[storage]\nurl = \"sqlite://{}/bridge.db\"\n",
+            broker.url(),
+            dir.path().display()
+        ),
     )
     .unwrap();
     let mut watch = Watcher::new(&broker, "watch-sigterm", &["longproto/v1/+/+/telemetry"]).await;

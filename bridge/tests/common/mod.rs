@@ -233,6 +233,14 @@ pub fn settings(broker: &Mosquitto, client_id: &str) -> gateway_config::Settings
     s.mqtt.server = broker.url();
     s.mqtt.client_id = client_id.into();
     s.http.bind = "127.0.0.1:0".into();
+    // a store of its own (kept until the OS cleans its temporary directory, so that a
+    // test can restart a bridge on the same store)
+    let dir = tempfile::Builder::new()
+        .prefix("longproto-test-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    s.storage.url = format!("sqlite://{}/bridge.db", dir.display());
     s.http.api_tokens = vec![TOKEN.into()];
     s.sigfox.secret = SIGFOX_SECRET.into();
     s
@@ -361,4 +369,120 @@ pub fn fixture(path: &str) -> Vec<u8> {
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap()
+}
+
+/// An API call with the test token; the body parsed as JSON (Null when empty).
+pub async fn api(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let auth = format!("Bearer {TOKEN}");
+    let bytes = body
+        .map(|b| serde_json::to_vec(b).unwrap())
+        .unwrap_or_default();
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let (status, _, body) = http(addr, method, path, &headers, &bytes).await;
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// Plays ChirpStack's side of the MQTT integration: publishes events, reads `command/down`.
+pub struct ChirpstackDouble {
+    pub client: AsyncClient,
+    pub downs: Watcher,
+    pub app: String,
+}
+
+impl ChirpstackDouble {
+    pub async fn new(broker: &Mosquitto, app: &str) -> Self {
+        let client = publisher(broker, &format!("chirpstack-{}", uuid_like())).await;
+        let downs = Watcher::new(
+            broker,
+            &format!("cs-downs-{}", uuid_like()),
+            &["application/+/device/+/command/down"],
+        )
+        .await;
+        ChirpstackDouble {
+            client,
+            downs,
+            app: app.into(),
+        }
+    }
+
+    fn device_info(&self, eui: &str, class: &str) -> Value {
+        serde_json::json!({"tenantId": "t", "applicationId": self.app, "applicationName": "fleet", "deviceProfileId": "p",
+            "deviceProfileName": "profile", "deviceName": format!("dev-{eui}"), "devEui": eui, "deviceClassEnabled": class})
+    }
+
+    pub async fn event(&self, eui: &str, event: &str, body: Value) {
+        let topic = format!("application/{}/device/{eui}/event/{event}", self.app);
+        self.client
+            .publish(
+                topic,
+                QoS::AtLeastOnce,
+                false,
+                serde_json::to_vec(&body).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// A class A uplink at a data rate, with a longproto payload (hex) on fPort 10.
+    pub async fn up(&self, eui: &str, dr: u32, f_cnt: u32, hex_payload: &str) {
+        let data = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(hex::decode(hex_payload).unwrap())
+        };
+        let body = serde_json::json!({
+            "deduplicationId": format!("{eui}-{f_cnt}-{}", uuid_like()),
+            "time": "2025-06-13T12:51:07.118204+00:00",
+            "deviceInfo": self.device_info(eui, "CLASS_A"),
+            "devAddr": "01a44c4c", "dr": dr, "fCnt": f_cnt, "fPort": 10, "data": data,
+            "rxInfo": [{"gatewayId": "2cf7f11081400088", "rssi": -90, "snr": 7.0}],
+            "txInfo": {"frequency": 868100000}, "regionConfigId": "eu868"
+        });
+        self.event(eui, "up", body).await;
+    }
+
+    pub async fn txack(&self, eui: &str, queue_item_id: &str) {
+        self.event(eui, "txack", serde_json::json!({"downlinkId": 1, "deviceInfo": self.device_info(eui, "CLASS_A"), "queueItemId": queue_item_id, "fCntDown": 1, "gatewayId": "2cf7f11081400088"})).await;
+    }
+
+    pub async fn ack(&self, eui: &str, queue_item_id: &str, acknowledged: bool) {
+        self.event(eui, "ack", serde_json::json!({"deduplicationId": uuid_like(), "deviceInfo": self.device_info(eui, "CLASS_A"), "queueItemId": queue_item_id, "acknowledged": acknowledged, "fCntDown": 1})).await;
+    }
+
+    pub async fn log(&self, eui: &str, queue_item_id: &str, code: &str, description: &str) {
+        self.event(eui, "log", serde_json::json!({"deviceInfo": self.device_info(eui, "CLASS_A"), "level": "ERROR", "code": code, "description": description, "context": {"queue_item_id": queue_item_id}})).await;
+    }
+
+    pub async fn join(&self, eui: &str, class: &str) {
+        self.event(eui, "join", serde_json::json!({"deduplicationId": uuid_like(), "deviceInfo": self.device_info(eui, class), "devAddr": "00b1c2d3", "regionConfigId": "eu868"})).await;
+    }
+
+    /// The next `command/down`: (topic, JSON, payload bytes).
+    pub async fn next_down(&mut self, within: Duration) -> Option<(String, Value, Vec<u8>)> {
+        let (topic, payload, _) = self.downs.next_where(within, |_| true).await?;
+        let v: Value = serde_json::from_slice(&payload).unwrap();
+        let data = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(v["data"].as_str().unwrap())
+                .unwrap()
+        };
+        Some((topic, v, data))
+    }
+}
+
+/// Reads the command events of a device until one reaches `state`.
+pub async fn wait_state(events: &mut Watcher, command_id: &str, state: &str) -> Value {
+    loop {
+        let (_, p, _) = events
+            .next_where(Duration::from_secs(10), |t| t.ends_with("/command-events"))
+            .await
+            .unwrap_or_else(|| panic!("no \"{state}\" event for {command_id} within 10 s"));
+        let e: Value = serde_json::from_slice(&p).unwrap();
+        if e["command_id"] == command_id && e["state"] == state {
+            return e;
+        }
+    }
 }

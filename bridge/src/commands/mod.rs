@@ -1,0 +1,534 @@
+//! The command queue: creation, the state machine, and filling receive windows.
+//!
+//! Network-agnostic: an adapter tells [`Commands`] that a device opened a receive window
+//! of some size, and gets back a [`DownlinkPlan`] to turn into its own protocol (a
+//! ChirpStack `command/down`, a Sigfox BIDIR reply). Every state change is stored with
+//! its time and published on `{root}/{network}/{id}/command-events`.
+pub mod model;
+pub mod store;
+
+use crate::clock::Clock;
+use crate::command_json::parse_command;
+use crate::device::DeviceId;
+use crate::mqtt::Publisher;
+use crate::pipeline::{Pipeline, lock};
+use gateway_config::CommandSettings;
+use model::{Command, CommandState, HistoryEntry};
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use store::{CommandStore, Created, NewCommand, StoreError};
+
+/// The store the bridge runs on: SQLite, the embedded default.
+pub type Store = store::SqliteStore;
+
+/// How many 8-byte command frames a receive window can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiveWindow {
+    /// Frames that fit.
+    pub frames: usize,
+}
+
+impl ReceiveWindow {
+    /// A window of `max_payload` bytes.
+    pub fn of_bytes(max_payload: usize) -> Self {
+        ReceiveWindow {
+            frames: max_payload / device_node::FRAME_LEN,
+        }
+    }
+}
+
+/// What to send in a window: frames of one or more commands under one downlink id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DownlinkPlan {
+    /// The device.
+    pub device: DeviceId,
+    /// The downlink's id: the first command's id (ChirpStack's queue item id).
+    pub id: String,
+    /// The frames, one after another.
+    pub payload: Vec<u8>,
+    /// Ask for a confirmed downlink (any of the commands asked).
+    pub confirmed: bool,
+    /// The earliest expiry of the commands, ms since the epoch.
+    pub expires_at: i64,
+    /// The commands, in frame order.
+    pub commands: Vec<String>,
+}
+
+/// Why a request was refused: a message naming the field, for a 4xx answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The body is wrong: which field and why.
+    #[error("{0}")]
+    Invalid(String),
+    /// The id is taken by another device's command.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed (a 503, not the client's fault).
+    #[error("{0}")]
+    Store(StoreError),
+}
+
+impl From<StoreError> for RequestError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::IdConflict { .. } => RequestError::Conflict(e.to_string()),
+            other => RequestError::Store(other),
+        }
+    }
+}
+
+/// The command queue of every device.
+pub struct Commands {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    publisher: Publisher,
+    pipeline: Arc<Pipeline>,
+    settings: CommandSettings,
+    /// Devices that may have queued commands: an uplink of any other device costs no
+    /// store query, which keeps the class A path fast.
+    queued: Mutex<HashSet<DeviceId>>,
+}
+
+const REQUEST_FIELDS: [&str; 5] = ["id", "command", "args", "ttl_s", "confirmed"];
+
+impl Commands {
+    /// The queue over `store`, with the index of devices with queued commands rebuilt.
+    pub async fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        publisher: Publisher,
+        pipeline: Arc<Pipeline>,
+        settings: CommandSettings,
+    ) -> Result<Self, StoreError> {
+        let queued = store.devices_with_queued().await?.into_iter().collect();
+        Ok(Commands {
+            store,
+            clock,
+            publisher,
+            pipeline,
+            settings,
+            queued: Mutex::new(queued),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Now, by the queue's clock.
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Creates a command from a request body (HTTP or MQTT). Returns it and whether it
+    /// is new (a known `id` returns the stored command).
+    pub async fn create(
+        &self,
+        device: &DeviceId,
+        body: &Value,
+    ) -> Result<(Command, bool), RequestError> {
+        let Value::Object(req) = body else {
+            return Err(RequestError::Invalid(
+                "expected a JSON object such as {\"command\":\"unlock\"}".into(),
+            ));
+        };
+        let new = self.new_command(device, req)?;
+        match self.store.create(new, self.now()).await? {
+            Created::Existing(cmd) => Ok((cmd, false)),
+            Created::New(cmd, entry) => {
+                lock(&self.queued).insert(device.clone());
+                self.announce(&cmd, &entry).await;
+                self.refresh_pending(device).await;
+                Ok((cmd, true))
+            }
+        }
+    }
+
+    fn new_command(
+        &self,
+        device: &DeviceId,
+        req: &Map<String, Value>,
+    ) -> Result<NewCommand, RequestError> {
+        let bad = |m: String| RequestError::Invalid(m);
+        if let Some(unknown) = req.keys().find(|k| !REQUEST_FIELDS.contains(&k.as_str())) {
+            return Err(bad(format!(
+                "{unknown}: unknown field; expected {}",
+                REQUEST_FIELDS.join(", ")
+            )));
+        }
+        let id = match req.get("id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if valid_id(s) => Some(s.clone()),
+            Some(other) => {
+                return Err(bad(format!(
+                    "id: {other} is not an id (1 to 64 letters, digits, - or _)"
+                )));
+            }
+        };
+        let command = parse_command(req).map_err(bad)?;
+        let ttl_s = match req.get("ttl_s") {
+            None | Some(Value::Null) => self.settings.default_ttl_s as u64,
+            Some(v) => v
+                .as_u64()
+                .filter(|t| (1..=self.settings.max_ttl_s as u64).contains(t))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "ttl_s: {v} is out of range 1..={}",
+                        self.settings.max_ttl_s
+                    ))
+                })?,
+        };
+        let confirmed = match req.get("confirmed") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(bad(format!(
+                    "confirmed: expected true or false, found {other}"
+                )));
+            }
+        };
+        Ok(NewCommand {
+            id,
+            device: device.clone(),
+            command,
+            confirmed,
+            ttl_ms: ttl_s as i64 * 1000,
+        })
+    }
+
+    /// Cancels a command that is still queued. `Ok(None)`: no such command;
+    /// `Err(state)`: too late, it is already `state`.
+    pub async fn cancel(
+        &self,
+        id: &str,
+    ) -> Result<Option<Command>, Result<CommandState, StoreError>> {
+        let now = self.now();
+        match self
+            .store
+            .transition(
+                id,
+                &[CommandState::Queued],
+                CommandState::Cancelled,
+                Some("cancelled through the API"),
+                now,
+            )
+            .await
+        {
+            Ok(Some((cmd, entry))) => {
+                self.announce(&cmd, &entry).await;
+                self.refresh_pending(&cmd.device).await;
+                Ok(Some(cmd))
+            }
+            Ok(None) => match self.store.get(id).await {
+                Ok(Some((cmd, _))) => Err(Ok(cmd.state)),
+                Ok(None) => Ok(None),
+                Err(e) => Err(Err(e)),
+            },
+            Err(e) => Err(Err(e)),
+        }
+    }
+
+    /// An uplink reached the pipeline: its acknowledgement records settle commands, and
+    /// the window it opened (if any) is filled.
+    pub async fn after_uplink(
+        &self,
+        device: &DeviceId,
+        records: &[Value],
+        window: Option<ReceiveWindow>,
+    ) -> Option<DownlinkPlan> {
+        for r in records {
+            if r.get("kind").and_then(Value::as_str) == Some("ack") {
+                self.device_ack(device, r).await;
+            }
+        }
+        self.fill_window(device, window?).await
+    }
+
+    /// Takes the device's due commands for a window of this size.
+    pub async fn fill_window(
+        &self,
+        device: &DeviceId,
+        window: ReceiveWindow,
+    ) -> Option<DownlinkPlan> {
+        if window.frames == 0 || !lock(&self.queued).contains(device) {
+            return None;
+        }
+        let taken = match self
+            .store
+            .take_for_window(device, self.now(), window.frames)
+            .await
+        {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(device = %device, error = %e, "store failed while filling a receive window");
+                return None;
+            }
+        };
+        if taken.scheduled.len() < window.frames {
+            // everything queued was taken or expired
+            lock(&self.queued).remove(device);
+        }
+        for (cmd, entry) in &taken.expired {
+            self.announce(cmd, entry).await;
+        }
+        let first = taken.scheduled.first()?.0.clone();
+        let mut payload = Vec::with_capacity(taken.scheduled.len() * device_node::FRAME_LEN);
+        for (cmd, _) in &taken.scheduled {
+            match cmd.frame().encode() {
+                Ok(f) => payload.extend_from_slice(&f),
+                // validated at creation; a stored command that no longer encodes is a bug
+                Err(e) => {
+                    tracing::error!(command = cmd.id, error = %e, "stored command does not encode")
+                }
+            }
+        }
+        let plan = DownlinkPlan {
+            device: device.clone(),
+            id: first.network_ref.clone().unwrap_or(first.id.clone()),
+            payload,
+            confirmed: taken.scheduled.iter().any(|(c, _)| c.confirmed),
+            expires_at: taken
+                .scheduled
+                .iter()
+                .map(|(c, _)| c.expires_at)
+                .min()
+                .unwrap_or(first.expires_at),
+            commands: taken.scheduled.iter().map(|(c, _)| c.id.clone()).collect(),
+        };
+        for (cmd, entry) in &taken.scheduled {
+            self.announce(cmd, entry).await;
+        }
+        self.refresh_pending(device).await;
+        Some(plan)
+    }
+
+    /// Whether the device has commands waiting for a window.
+    pub fn has_queued(&self, device: &DeviceId) -> bool {
+        lock(&self.queued).contains(device)
+    }
+
+    /// A device's acknowledgement record: `executed` or `rejected`.
+    async fn device_ack(&self, device: &DeviceId, record: &Value) {
+        let (Some(counter), Some(result)) = (
+            record.get("counter").and_then(Value::as_u64),
+            record.get("result").and_then(Value::as_str),
+        ) else {
+            return;
+        };
+        let cmd = match self.store.by_counter(device, counter as u16).await {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                tracing::warn!(device = %device, counter, "acknowledgement of an unknown command counter");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(device = %device, error = %e, "store failed reading a command by counter");
+                return;
+            }
+        };
+        let opcode = record.get("opcode").and_then(Value::as_u64);
+        if opcode.is_some_and(|o| o != cmd.command.opcode() as u64) {
+            tracing::warn!(device = %device, counter, ?opcode, command = cmd.id, "acknowledgement opcode does not match the command; ignored");
+            return;
+        }
+        let executed = matches!(result, "executed" | "already_executed");
+        let (to, reason) = if executed {
+            (CommandState::Executed, None)
+        } else {
+            (CommandState::Rejected, Some(format!("device: {result}")))
+        };
+        let from = [
+            CommandState::Queued,
+            CommandState::Scheduled,
+            CommandState::Sent,
+            CommandState::Delivered,
+        ];
+        self.transition(&cmd.id, &from, to, reason.as_deref()).await;
+    }
+
+    /// The network transmitted a downlink (ChirpStack txack).
+    pub async fn network_sent(&self, downlink_id: &str) {
+        self.for_downlink(
+            downlink_id,
+            &[CommandState::Scheduled],
+            CommandState::Sent,
+            None,
+        )
+        .await;
+    }
+
+    /// The device's radio acknowledged a downlink, or did not.
+    pub async fn network_ack(&self, downlink_id: &str, acknowledged: bool) -> Vec<DeviceId> {
+        if acknowledged {
+            self.for_downlink(
+                downlink_id,
+                &[CommandState::Scheduled, CommandState::Sent],
+                CommandState::Delivered,
+                None,
+            )
+            .await;
+            return Vec::new();
+        }
+        let cmds = self.commands_of(downlink_id).await;
+        let mut retry = Vec::new();
+        for cmd in cmds {
+            if !matches!(cmd.state, CommandState::Scheduled | CommandState::Sent) {
+                continue;
+            }
+            let from = [CommandState::Scheduled, CommandState::Sent];
+            if cmd.attempts >= self.settings.max_attempts as u32 {
+                let reason = format!("not acknowledged after {} attempts", cmd.attempts);
+                self.transition(&cmd.id, &from, CommandState::Failed, Some(&reason))
+                    .await;
+            } else if cmd.expires_at <= self.now() {
+                self.transition(
+                    &cmd.id,
+                    &from,
+                    CommandState::Expired,
+                    Some("not acknowledged, and expired"),
+                )
+                .await;
+            } else {
+                self.transition(
+                    &cmd.id,
+                    &from,
+                    CommandState::Queued,
+                    Some("not acknowledged; queued for the next window"),
+                )
+                .await;
+                lock(&self.queued).insert(cmd.device.clone());
+                if !retry.contains(&cmd.device) {
+                    retry.push(cmd.device.clone());
+                }
+            }
+        }
+        retry
+    }
+
+    /// The network gave up on a downlink: `expired` or `failed` with its reason.
+    pub async fn network_dropped(&self, downlink_id: &str, to: CommandState, reason: &str) {
+        let from = [CommandState::Scheduled, CommandState::Sent];
+        self.for_downlink(downlink_id, &from, to, Some(reason))
+            .await;
+    }
+
+    /// A network answer of a downlink that went nowhere (e.g. a quota): back to queued.
+    pub async fn requeue(&self, downlink_id: &str, reason: &str) {
+        let cmds = self.commands_of(downlink_id).await;
+        for cmd in cmds {
+            if self
+                .transition(
+                    &cmd.id,
+                    &[CommandState::Scheduled, CommandState::Sent],
+                    CommandState::Queued,
+                    Some(reason),
+                )
+                .await
+            {
+                lock(&self.queued).insert(cmd.device.clone());
+            }
+        }
+    }
+
+    async fn commands_of(&self, downlink_id: &str) -> Vec<Command> {
+        self.store.by_network_ref(downlink_id).await.unwrap_or_else(|e| {
+            tracing::error!(downlink_id, error = %e, "store failed reading a downlink's commands");
+            Vec::new()
+        })
+    }
+
+    async fn for_downlink(
+        &self,
+        downlink_id: &str,
+        from: &[CommandState],
+        to: CommandState,
+        reason: Option<&str>,
+    ) {
+        let cmds = self.commands_of(downlink_id).await;
+        if cmds.is_empty() {
+            tracing::debug!(
+                downlink_id,
+                "network event for a downlink the bridge did not send"
+            );
+        }
+        for cmd in cmds {
+            self.transition(&cmd.id, from, to, reason).await;
+        }
+    }
+
+    /// Moves one command, publishing the event; false when it was not in `from`.
+    pub async fn transition(
+        &self,
+        id: &str,
+        from: &[CommandState],
+        to: CommandState,
+        reason: Option<&str>,
+    ) -> bool {
+        match self
+            .store
+            .transition(id, from, to, reason, self.now())
+            .await
+        {
+            Ok(Some((cmd, entry))) => {
+                self.announce(&cmd, &entry).await;
+                self.refresh_pending(&cmd.device).await;
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::error!(command = id, error = %e, "store failed on a state change");
+                false
+            }
+        }
+    }
+
+    /// Expires queued commands past their time (run every second).
+    pub async fn expire_due(&self) {
+        match self.store.expire_due(self.now()).await {
+            Ok(expired) => {
+                for (cmd, entry) in expired {
+                    self.announce(&cmd, &entry).await;
+                    self.refresh_pending(&cmd.device).await;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "store failed expiring commands"),
+        }
+    }
+
+    async fn announce(&self, cmd: &Command, entry: &HistoryEntry) {
+        tracing::info!(command = cmd.id, device = %cmd.device, state = %entry.state, reason = entry.reason.as_deref(), "command state");
+        let topic = format!(
+            "{}/command-events",
+            self.publisher.device_topic(&cmd.device)
+        );
+        self.publisher
+            .publish_json(&topic, &entry.event_json(&cmd.id), false)
+            .await;
+    }
+
+    /// Publishes a refused MQTT request on the device's command-events topic.
+    pub async fn announce_refused(&self, device: &DeviceId, id: Option<&str>, reason: &str) {
+        let topic = format!("{}/command-events", self.publisher.device_topic(device));
+        let event = serde_json::json!({
+            "command_id": id,
+            "state": "refused",
+            "at": crate::clock::rfc3339(self.now()),
+            "reason": reason,
+        });
+        self.publisher.publish_json(&topic, &event, false).await;
+    }
+
+    async fn refresh_pending(&self, device: &DeviceId) {
+        if let Ok(n) = self.store.pending_count(device).await {
+            self.pipeline.set_pending(device, n).await;
+        }
+    }
+}
+
+fn valid_id(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}

@@ -1,0 +1,787 @@
+//! The durable command store: one small interface ([`CommandStore`]) and its SQLite
+//! implementation. A PostgreSQL backend, for several bridge instances, is a second
+//! implementation of the same trait.
+use super::model::{Command, CommandState, HistoryEntry};
+use crate::device::DeviceId;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A command to create.
+#[derive(Debug, Clone)]
+pub struct NewCommand {
+    /// The client's idempotency key, or `None` for a fresh UUID.
+    pub id: Option<String>,
+    /// The device.
+    pub device: DeviceId,
+    /// What it asks.
+    pub command: device_node::Command,
+    /// Ask for a confirmed downlink.
+    pub confirmed: bool,
+    /// Time to live, ms.
+    pub ttl_ms: i64,
+}
+
+/// The outcome of [`CommandStore::create`].
+#[derive(Debug, Clone)]
+pub enum Created {
+    /// Stored now.
+    New(Command, HistoryEntry),
+    /// The id was known: the command stored before.
+    Existing(Command),
+}
+
+/// What a receive window took.
+#[derive(Debug, Clone, Default)]
+pub struct Taken {
+    /// Commands now `scheduled` for this window, in the order of their frames.
+    pub scheduled: Vec<(Command, HistoryEntry)>,
+    /// Commands found expired on the way.
+    pub expired: Vec<(Command, HistoryEntry)>,
+}
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("store: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A client id already names a command of another device.
+    #[error("id \"{id}\" already names a command of {device}")]
+    IdConflict {
+        /// The id.
+        id: String,
+        /// The device it belongs to.
+        device: String,
+    },
+    /// A stored row does not read back.
+    #[error("store: corrupt row: {0}")]
+    Corrupt(String),
+}
+
+type R<T> = Result<T, StoreError>;
+
+/// The command store's interface.
+pub trait CommandStore: Send + Sync + 'static {
+    /// Stores a command with the device's next counter, in state `queued`; a known id
+    /// returns the command stored before (idempotency).
+    fn create(&self, new: NewCommand, now: i64) -> impl Future<Output = R<Created>> + Send;
+    /// One command and its history.
+    fn get(&self, id: &str)
+    -> impl Future<Output = R<Option<(Command, Vec<HistoryEntry>)>>> + Send;
+    /// A device's commands, newest first.
+    fn list(
+        &self,
+        device: &DeviceId,
+        state: Option<CommandState>,
+        limit: u32,
+    ) -> impl Future<Output = R<Vec<Command>>> + Send;
+    /// Takes up to `max_frames` due commands for a receive window (lock/unlock first,
+    /// then oldest first), marks them `scheduled` under one downlink id, and expires the
+    /// ones past their time on the way.
+    fn take_for_window(
+        &self,
+        device: &DeviceId,
+        now: i64,
+        max_frames: usize,
+    ) -> impl Future<Output = R<Taken>> + Send;
+    /// Moves a command to `to` if it is in one of `from`; returns it and the history entry.
+    fn transition(
+        &self,
+        id: &str,
+        from: &[CommandState],
+        to: CommandState,
+        reason: Option<&str>,
+        now: i64,
+    ) -> impl Future<Output = R<Option<(Command, HistoryEntry)>>> + Send;
+    /// The commands a downlink carried.
+    fn by_network_ref(&self, network_ref: &str) -> impl Future<Output = R<Vec<Command>>> + Send;
+    /// The latest command of a device with this counter.
+    fn by_counter(
+        &self,
+        device: &DeviceId,
+        counter: u16,
+    ) -> impl Future<Output = R<Option<Command>>> + Send;
+    /// Expires every open command past its time.
+    fn expire_due(&self, now: i64) -> impl Future<Output = R<Vec<(Command, HistoryEntry)>>> + Send;
+    /// Devices with queued commands (to rebuild the scheduler's index after a restart).
+    fn devices_with_queued(&self) -> impl Future<Output = R<Vec<DeviceId>>> + Send;
+    /// Commands of a device still on their way.
+    fn pending_count(&self, device: &DeviceId) -> impl Future<Output = R<u64>> + Send;
+    /// Remembers how to reach a device (ChirpStack application, LoRaWAN class).
+    fn set_device_facts(
+        &self,
+        device: &DeviceId,
+        application_id: &str,
+        class: &str,
+    ) -> impl Future<Output = R<()>> + Send;
+    /// The remembered application id and class.
+    fn device_facts(
+        &self,
+        device: &DeviceId,
+    ) -> impl Future<Output = R<Option<(String, String)>>> + Send;
+    /// Takes one downlink from a daily quota; false when it is used up.
+    fn take_daily_quota(
+        &self,
+        device: &DeviceId,
+        day: i64,
+        limit: u32,
+    ) -> impl Future<Output = R<bool>> + Send;
+    /// Gives back a downlink taken from today's quota (the network did not send it).
+    fn return_daily_quota(&self, device: &DeviceId, day: i64)
+    -> impl Future<Output = R<()>> + Send;
+    /// Whether the store answers.
+    fn ping(&self) -> impl Future<Output = bool> + Send;
+}
+
+/// The migrations, applied in order, each once.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/0001_commands.sql"))];
+
+/// SQLite, in WAL mode with full sync: a `202` is only answered after the command is on
+/// disk, and a `kill -9` loses nothing that was committed.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its directory if needed) and migrates the database at
+    /// `url` (`sqlite:///path/to.db`).
+    pub async fn open(url: &str) -> R<Self> {
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        if let Some(dir) = std::path::Path::new(path).parent() {
+            if !dir.as_os_str().is_empty() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+        }
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        // One connection: SQLite has one writer anyway, and this keeps every
+        // read-modify-write (counters, scheduling) serialised without busy retries.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
+        let store = SqliteStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> R<()> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
+            .execute(&self.pool)
+            .await?;
+        for (version, sql) in MIGRATIONS {
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                    .bind(version)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if done.is_none() {
+                let mut tx = self.pool.begin().await?;
+                sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+                sqlx::query("INSERT INTO schema_migrations (version) VALUES (?)")
+                    .bind(version)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                tracing::info!(version, "store migrated");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The columns [`row_to_command`] reads, as a literal so statements stay static strings.
+macro_rules! select_commands {
+    ($($rest:literal),*) => {
+        concat!(
+            "SELECT id, device, body, counter, confirmed, state, attempts, created_at, expires_at, network_ref, reason FROM commands ",
+            $($rest),*
+        )
+    };
+}
+
+fn row_to_command(row: &SqliteRow) -> R<Command> {
+    let device: String = row.try_get("device")?;
+    let (network, id) = device
+        .split_once('/')
+        .ok_or_else(|| StoreError::Corrupt(device.clone()))?;
+    let device = DeviceId::parse(network, id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let body: String = row.try_get("body")?;
+    let command =
+        serde_json::from_str(&body).map_err(|e| StoreError::Corrupt(format!("{body}: {e}")))?;
+    let state: String = row.try_get("state")?;
+    Ok(Command {
+        id: row.try_get("id")?,
+        device,
+        command,
+        counter: row.try_get::<i64, _>("counter")? as u16,
+        confirmed: row.try_get::<i64, _>("confirmed")? != 0,
+        state: CommandState::from_name(&state).ok_or_else(|| StoreError::Corrupt(state.clone()))?,
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        network_ref: row.try_get("network_ref")?,
+        reason: row.try_get("reason")?,
+    })
+}
+
+async fn fetch_one_cmd(tx: &mut Transaction<'_, Sqlite>, id: &str) -> R<Option<Command>> {
+    let row = sqlx::query(select_commands!("WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.as_ref().map(row_to_command).transpose()
+}
+
+/// Sets a command's state and appends the history entry.
+async fn set_state(
+    tx: &mut Transaction<'_, Sqlite>,
+    cmd: &mut Command,
+    to: CommandState,
+    reason: Option<&str>,
+    attempt: Option<u32>,
+    now: i64,
+) -> R<HistoryEntry> {
+    sqlx::query("UPDATE commands SET state = ?, reason = COALESCE(?, reason), attempts = ?, network_ref = ?, updated_at = ? WHERE id = ?")
+        .bind(to.name())
+        .bind(reason)
+        .bind(cmd.attempts as i64)
+        .bind(&cmd.network_ref)
+        .bind(now)
+        .bind(&cmd.id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO command_history (command_id, seq, state, at, reason, attempt) \
+         VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM command_history WHERE command_id = ?), ?, ?, ?, ?)",
+    )
+    .bind(&cmd.id)
+    .bind(&cmd.id)
+    .bind(to.name())
+    .bind(now)
+    .bind(reason)
+    .bind(attempt.map(|a| a as i64))
+    .execute(&mut **tx)
+    .await?;
+    cmd.state = to;
+    if let Some(r) = reason {
+        cmd.reason = Some(r.to_owned());
+    }
+    Ok(HistoryEntry {
+        state: to,
+        at: now,
+        reason: reason.map(str::to_owned),
+        attempt,
+    })
+}
+
+impl CommandStore for SqliteStore {
+    async fn create(&self, new: NewCommand, now: i64) -> R<Created> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(id) = &new.id {
+            if let Some(existing) = fetch_one_cmd(&mut tx, id).await? {
+                if existing.device != new.device {
+                    return Err(StoreError::IdConflict {
+                        id: id.clone(),
+                        device: existing.device.to_string(),
+                    });
+                }
+                return Ok(Created::Existing(existing));
+            }
+        }
+        let device = new.device.to_string();
+        sqlx::query("INSERT INTO devices (device, next_counter) VALUES (?, 1) ON CONFLICT (device) DO NOTHING")
+            .bind(&device)
+            .execute(&mut *tx)
+            .await?;
+        let counter: i64 = sqlx::query_scalar("SELECT next_counter FROM devices WHERE device = ?")
+            .bind(&device)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE devices SET next_counter = ? WHERE device = ?")
+            .bind((counter + 1) % 65_536)
+            .bind(&device)
+            .execute(&mut *tx)
+            .await?;
+        let mut cmd = Command {
+            id: new.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            device: new.device,
+            command: new.command,
+            counter: counter as u16,
+            confirmed: new.confirmed,
+            state: CommandState::Queued,
+            attempts: 0,
+            created_at: now,
+            expires_at: now + new.ttl_ms,
+            network_ref: None,
+            reason: None,
+        };
+        let body =
+            serde_json::to_string(&cmd.command).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO commands (id, device, body, counter, urgent, confirmed, state, attempts, created_at, expires_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?)",
+        )
+        .bind(&cmd.id)
+        .bind(&device)
+        .bind(body)
+        .bind(counter)
+        .bind(cmd.command.is_urgent() as i64)
+        .bind(cmd.confirmed as i64)
+        .bind(now)
+        .bind(cmd.expires_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let entry = set_state(&mut tx, &mut cmd, CommandState::Queued, None, None, now).await?;
+        tx.commit().await?;
+        Ok(Created::New(cmd, entry))
+    }
+
+    async fn get(&self, id: &str) -> R<Option<(Command, Vec<HistoryEntry>)>> {
+        let Some(row) = sqlx::query(select_commands!("WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let cmd = row_to_command(&row)?;
+        let rows = sqlx::query("SELECT state, at, reason, attempt FROM command_history WHERE command_id = ? ORDER BY seq")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut history = Vec::with_capacity(rows.len());
+        for r in rows {
+            let state: String = r.try_get("state")?;
+            history.push(HistoryEntry {
+                state: CommandState::from_name(&state)
+                    .ok_or_else(|| StoreError::Corrupt(state.clone()))?,
+                at: r.try_get("at")?,
+                reason: r.try_get("reason")?,
+                attempt: r.try_get::<Option<i64>, _>("attempt")?.map(|a| a as u32),
+            });
+        }
+        Ok(Some((cmd, history)))
+    }
+
+    async fn list(
+        &self,
+        device: &DeviceId,
+        state: Option<CommandState>,
+        limit: u32,
+    ) -> R<Vec<Command>> {
+        let rows = sqlx::query(select_commands!("WHERE device = ? AND (? IS NULL OR state = ?) ORDER BY created_at DESC, rowid DESC LIMIT ?"))
+        .bind(device.to_string())
+        .bind(state.map(|s| s.name()))
+        .bind(state.map(|s| s.name()))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row_to_command).collect()
+    }
+
+    async fn take_for_window(&self, device: &DeviceId, now: i64, max_frames: usize) -> R<Taken> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(select_commands!(
+            "WHERE device = ? AND state = 'queued' ORDER BY urgent DESC, created_at ASC, rowid ASC"
+        ))
+        .bind(device.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut taken = Taken::default();
+        let mut downlink_id: Option<String> = None;
+        for row in &rows {
+            let mut cmd = row_to_command(row)?;
+            if cmd.expires_at <= now {
+                let e = set_state(
+                    &mut tx,
+                    &mut cmd,
+                    CommandState::Expired,
+                    Some("expired before a receive window opened"),
+                    None,
+                    now,
+                )
+                .await?;
+                taken.expired.push((cmd, e));
+                continue;
+            }
+            if taken.scheduled.len() >= max_frames {
+                continue;
+            }
+            let id = downlink_id.get_or_insert_with(|| cmd.id.clone()).clone();
+            cmd.attempts += 1;
+            cmd.network_ref = Some(id);
+            let attempt = cmd.attempts;
+            let e = set_state(
+                &mut tx,
+                &mut cmd,
+                CommandState::Scheduled,
+                None,
+                Some(attempt),
+                now,
+            )
+            .await?;
+            taken.scheduled.push((cmd, e));
+        }
+        if !taken.scheduled.is_empty() || !taken.expired.is_empty() {
+            tx.commit().await?;
+        }
+        Ok(taken)
+    }
+
+    async fn transition(
+        &self,
+        id: &str,
+        from: &[CommandState],
+        to: CommandState,
+        reason: Option<&str>,
+        now: i64,
+    ) -> R<Option<(Command, HistoryEntry)>> {
+        let mut tx = self.pool.begin().await?;
+        let Some(mut cmd) = fetch_one_cmd(&mut tx, id).await? else {
+            return Ok(None);
+        };
+        if !from.contains(&cmd.state) {
+            return Ok(None);
+        }
+        let attempt = matches!(
+            to,
+            CommandState::Sent | CommandState::Delivered | CommandState::Queued
+        )
+        .then_some(cmd.attempts);
+        if to == CommandState::Queued {
+            cmd.network_ref = None;
+        }
+        let e = set_state(&mut tx, &mut cmd, to, reason, attempt, now).await?;
+        tx.commit().await?;
+        Ok(Some((cmd, e)))
+    }
+
+    async fn by_network_ref(&self, network_ref: &str) -> R<Vec<Command>> {
+        let rows = sqlx::query(select_commands!("WHERE network_ref = ? ORDER BY rowid"))
+            .bind(network_ref)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(row_to_command).collect()
+    }
+
+    async fn by_counter(&self, device: &DeviceId, counter: u16) -> R<Option<Command>> {
+        let row = sqlx::query(select_commands!(
+            "WHERE device = ? AND counter = ? ORDER BY created_at DESC, rowid DESC LIMIT 1"
+        ))
+        .bind(device.to_string())
+        .bind(counter as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(row_to_command).transpose()
+    }
+
+    async fn expire_due(&self, now: i64) -> R<Vec<(Command, HistoryEntry)>> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(select_commands!(
+            "WHERE state = 'queued' AND expires_at <= ?"
+        ))
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = Vec::new();
+        for row in &rows {
+            let mut cmd = row_to_command(row)?;
+            let e = set_state(
+                &mut tx,
+                &mut cmd,
+                CommandState::Expired,
+                Some("expired before a receive window opened"),
+                None,
+                now,
+            )
+            .await?;
+            out.push((cmd, e));
+        }
+        if !out.is_empty() {
+            tx.commit().await?;
+        }
+        Ok(out)
+    }
+
+    async fn devices_with_queued(&self) -> R<Vec<DeviceId>> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT device FROM commands WHERE state = 'queued'")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|d| {
+                d.split_once('/')
+                    .and_then(|(n, i)| DeviceId::parse(n, i).ok())
+            })
+            .collect())
+    }
+
+    async fn pending_count(&self, device: &DeviceId) -> R<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM commands WHERE device = ? AND state IN ('queued', 'scheduled', 'sent')")
+            .bind(device.to_string())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
+    async fn set_device_facts(
+        &self,
+        device: &DeviceId,
+        application_id: &str,
+        class: &str,
+    ) -> R<()> {
+        sqlx::query(
+            "INSERT INTO devices (device, next_counter, application_id, class) VALUES (?, 1, ?, ?) \
+             ON CONFLICT (device) DO UPDATE SET application_id = excluded.application_id, class = excluded.class",
+        )
+        .bind(device.to_string())
+        .bind(application_id)
+        .bind(class)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn device_facts(&self, device: &DeviceId) -> R<Option<(String, String)>> {
+        let row = sqlx::query("SELECT application_id, class FROM devices WHERE device = ?")
+            .bind(device.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.and_then(|r| {
+            let app: Option<String> = r.try_get("application_id").ok()?;
+            let class: Option<String> = r.try_get("class").ok()?;
+            Some((app?, class?))
+        }))
+    }
+
+    async fn take_daily_quota(&self, device: &DeviceId, day: i64, limit: u32) -> R<bool> {
+        let mut tx = self.pool.begin().await?;
+        let d = device.to_string();
+        sqlx::query("INSERT INTO devices (device, next_counter) VALUES (?, 1) ON CONFLICT (device) DO NOTHING")
+            .bind(&d)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query("SELECT quota_day, quota_used FROM devices WHERE device = ?")
+            .bind(&d)
+            .fetch_one(&mut *tx)
+            .await?;
+        let quota_day: Option<i64> = row.try_get("quota_day")?;
+        let used: i64 = if quota_day == Some(day) {
+            row.try_get("quota_used")?
+        } else {
+            0
+        };
+        if used >= limit as i64 {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE devices SET quota_day = ?, quota_used = ? WHERE device = ?")
+            .bind(day)
+            .bind(used + 1)
+            .bind(&d)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn return_daily_quota(&self, device: &DeviceId, day: i64) -> R<()> {
+        sqlx::query("UPDATE devices SET quota_used = MAX(quota_used - 1, 0) WHERE device = ? AND quota_day = ?")
+            .bind(device.to_string())
+            .bind(day)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use device_node::Command as C;
+
+    async fn store() -> (SqliteStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/bridge.db", dir.path().display());
+        (SqliteStore::open(&url).await.unwrap(), dir)
+    }
+
+    fn dev(id: &str) -> DeviceId {
+        DeviceId::parse("lorawan", id).unwrap()
+    }
+
+    fn new(device: &DeviceId, command: C, id: Option<&str>) -> NewCommand {
+        NewCommand {
+            id: id.map(Into::into),
+            device: device.clone(),
+            command,
+            confirmed: true,
+            ttl_ms: 60_000,
+        }
+    }
+
+    #[tokio::test]
+    async fn counters_increase_per_device_and_ids_are_idempotent() {
+        let (s, _dir) = store().await;
+        let a = dev("0000000000000001");
+        let b = dev("0000000000000002");
+        let Created::New(c1, e) = s.create(new(&a, C::Locate, None), 1000).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!((c1.counter, e.state), (1, CommandState::Queued));
+        let Created::New(c2, _) = s.create(new(&a, C::Lock, Some("k1")), 1001).await.unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(c2.counter, 2);
+        let Created::New(c3, _) = s.create(new(&b, C::Lock, None), 1002).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(c3.counter, 1, "counters are per device");
+        let Created::Existing(again) = s
+            .create(new(&a, C::Reboot { delay_s: 1 }, Some("k1")), 1003)
+            .await
+            .unwrap()
+        else {
+            panic!("the same id twice created two commands")
+        };
+        assert_eq!(again, c2);
+        assert!(matches!(
+            s.create(new(&b, C::Lock, Some("k1")), 1004).await,
+            Err(StoreError::IdConflict { .. })
+        ));
+        assert_eq!(s.pending_count(&a).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn windows_take_urgent_first_then_oldest_and_expire_the_stale() {
+        let (s, _dir) = store().await;
+        let a = dev("0000000000000001");
+        let mut short = new(&a, C::Reboot { delay_s: 0 }, Some("short"));
+        short.ttl_ms = 10;
+        s.create(short, 1000).await.unwrap();
+        s.create(new(&a, C::Locate, Some("locate")), 1001)
+            .await
+            .unwrap();
+        s.create(
+            new(&a, C::SetInterval { interval_s: 60 }, Some("interval")),
+            1002,
+        )
+        .await
+        .unwrap();
+        s.create(
+            new(&a, C::Unlock { auto_relock_s: 0 }, Some("unlock")),
+            1003,
+        )
+        .await
+        .unwrap();
+        let taken = s.take_for_window(&a, 2000, 2).await.unwrap();
+        let ids: Vec<&str> = taken.scheduled.iter().map(|(c, _)| c.id.as_str()).collect();
+        assert_eq!(ids, ["unlock", "locate"]);
+        assert!(
+            taken
+                .scheduled
+                .iter()
+                .all(|(c, _)| c.network_ref.as_deref() == Some("unlock") && c.attempts == 1)
+        );
+        assert_eq!(taken.expired.len(), 1);
+        assert_eq!(taken.expired[0].0.id, "short");
+        let next = s.take_for_window(&a, 2001, 5).await.unwrap();
+        assert_eq!(next.scheduled.len(), 1);
+        assert_eq!(next.scheduled[0].0.id, "interval");
+        assert!(
+            s.take_for_window(&a, 2002, 5)
+                .await
+                .unwrap()
+                .scheduled
+                .is_empty()
+        );
+        assert_eq!(s.by_network_ref("unlock").await.unwrap().len(), 2);
+        let (_, history) = s.get("short").await.unwrap().unwrap();
+        assert_eq!(
+            history.iter().map(|h| h.state).collect::<Vec<_>>(),
+            [CommandState::Queued, CommandState::Expired]
+        );
+    }
+
+    #[tokio::test]
+    async fn transitions_are_guarded_and_kept_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/sub/bridge.db", dir.path().display());
+        let a = dev("0000000000000001");
+        {
+            let s = SqliteStore::open(&url).await.unwrap();
+            s.create(new(&a, C::Lock, Some("x")), 1).await.unwrap();
+            assert!(
+                s.transition("x", &[CommandState::Scheduled], CommandState::Sent, None, 2)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            let (c, e) = s
+                .transition(
+                    "x",
+                    &[CommandState::Queued],
+                    CommandState::Cancelled,
+                    Some("by the API"),
+                    3,
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (c.state, e.reason.as_deref()),
+                (CommandState::Cancelled, Some("by the API"))
+            );
+        }
+        let s = SqliteStore::open(&url).await.unwrap();
+        let (c, history) = s.get("x").await.unwrap().unwrap();
+        assert_eq!(c.state, CommandState::Cancelled);
+        assert_eq!(history.len(), 2);
+        assert_eq!(
+            s.list(&a, Some(CommandState::Cancelled), 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            s.list(&a, Some(CommandState::Queued), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn daily_quota() {
+        let (s, _dir) = store().await;
+        let d = DeviceId::parse("sigfox", "1a2b3c").unwrap();
+        assert!(s.take_daily_quota(&d, 100, 2).await.unwrap());
+        assert!(s.take_daily_quota(&d, 100, 2).await.unwrap());
+        assert!(!s.take_daily_quota(&d, 100, 2).await.unwrap());
+        s.return_daily_quota(&d, 100).await.unwrap();
+        assert!(s.take_daily_quota(&d, 100, 2).await.unwrap());
+        assert!(
+            s.take_daily_quota(&d, 101, 2).await.unwrap(),
+            "a new day, a new quota"
+        );
+    }
+}

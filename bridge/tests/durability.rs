@@ -1,0 +1,147 @@
+//! `kill -9` at the worst moments: every command answered 202 survives, none is sent
+//! twice, and counters carry on.
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Binary {
+    config: std::path::PathBuf,
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Binary {
+    fn new(broker: &Mosquitto) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("bridge.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[mqtt]\nserver = \"{}\"\nclient_id = \"bridge-kill9\"\n[http]\nbind = \"127.0.0.1:{port}\"\napi_tokens = [\"{TOKEN}\"]\n[storage]\nurl = \"sqlite://{}/bridge.db\"\n",
+                broker.url(),
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        Binary {
+            config,
+            addr: ([127, 0, 0, 1], port).into(),
+            _dir: dir,
+        }
+    }
+
+    async fn start(&self, broker: &Mosquitto) -> Child {
+        let child = Command::new(env!("CARGO_BIN_EXE_longproto-bridge"))
+            .arg("-c")
+            .arg(&self.config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        wait_status(broker, b"online").await;
+        child
+    }
+}
+
+async fn wait_status(broker: &Mosquitto, want: &[u8]) {
+    let mut w = Watcher::new(
+        broker,
+        &format!("status-{}", uuid_like()),
+        &["longproto/v1/bridge/status"],
+    )
+    .await;
+    while w
+        .next_where(Duration::from_secs(10), |_| true)
+        .await
+        .expect("a bridge status")
+        .1
+        != want
+    {}
+}
+
+async fn kill9(broker: &Mosquitto, child: &mut Child) {
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    wait_status(broker, b"offline").await; // the last will
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_no_accepted_command_and_duplicates_none() {
+    let broker = Mosquitto::start();
+    let bin = Binary::new(&broker);
+    let eui = "70b3d57ed0051a2b";
+    let mut cs = ChirpstackDouble::new(&broker, "app-1").await;
+
+    let mut child = bin.start(&broker).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let (status, v) = api(
+            bin.addr,
+            "POST",
+            &format!("/v1/devices/lorawan/{eui}/commands"),
+            Some(&json!({"command": "set_interval", "args": {"interval_s": 100 + i}})),
+        )
+        .await;
+        assert_eq!(status, 202, "{v}");
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    // killed right after the 202s: nothing was sent yet
+    kill9(&broker, &mut child).await;
+
+    let mut child = bin.start(&broker).await;
+    cs.up(eui, 5, 1, "").await;
+    let (_, down, data) = cs
+        .next_down(Duration::from_secs(10))
+        .await
+        .expect("the queued commands after a restart");
+    assert_eq!(down["id"], ids[0].as_str());
+    let counters: Vec<u16> = data
+        .chunks(8)
+        .map(|f| u16::from_be_bytes([f[1], f[2]]))
+        .collect();
+    assert_eq!(counters, [1, 2, 3, 4, 5], "all five, once each");
+    // killed right after scheduling: they are with ChirpStack, and must not go again
+    kill9(&broker, &mut child).await;
+
+    let mut child = bin.start(&broker).await;
+    cs.up(eui, 5, 2, "").await;
+    assert!(
+        cs.next_down(Duration::from_millis(800)).await.is_none(),
+        "a scheduled command was sent again"
+    );
+    cs.txack(eui, &ids[0]).await;
+    let mut sent = 0;
+    for _ in 0..50 {
+        let (_, list) = api(
+            bin.addr,
+            "GET",
+            &format!("/v1/devices/lorawan/{eui}/commands?state=sent"),
+            None,
+        )
+        .await;
+        sent = list["commands"].as_array().map_or(0, |a| a.len());
+        if sent == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sent, 5, "the txack after the restart reached all five");
+    let (_, v) = api(
+        bin.addr,
+        "POST",
+        &format!("/v1/devices/lorawan/{eui}/commands"),
+        Some(&json!({"command": "lock"})),
+    )
+    .await;
+    assert_eq!(v["counter"], 6, "the counter carries on across restarts");
+    kill9(&broker, &mut child).await;
+}
