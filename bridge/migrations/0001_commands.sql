@@ -22,14 +22,15 @@ CREATE TABLE commands (
     expires_at   INTEGER NOT NULL,
     updated_at   INTEGER NOT NULL,
     network_ref  TEXT,                         -- the downlink that carries it (ChirpStack queue item id)
-    reason       TEXT
+    reason       TEXT                          -- why the last change happened, if it says
 );
 CREATE INDEX commands_by_device ON commands (device, created_at);
 CREATE INDEX commands_queued ON commands (device, state) WHERE state = 'queued';
 CREATE INDEX commands_by_ref ON commands (network_ref);
 CREATE INDEX commands_open_expiry ON commands (expires_at) WHERE state IN ('queued', 'scheduled');
 
--- Every state change, in order.
+-- Every state change, in order, written by the triggers below so that a state change is
+-- one statement.
 CREATE TABLE command_history (
     command_id  TEXT NOT NULL,
     seq         INTEGER NOT NULL,
@@ -39,3 +40,23 @@ CREATE TABLE command_history (
     attempt     INTEGER,
     PRIMARY KEY (command_id, seq)
 );
+
+CREATE TRIGGER command_created AFTER INSERT ON commands
+BEGIN
+    INSERT INTO command_history (command_id, seq, state, at, reason, attempt)
+    VALUES (NEW.id, 1, NEW.state, NEW.updated_at, NEW.reason, NULL);
+END;
+
+CREATE TRIGGER command_changed AFTER UPDATE OF state, updated_at ON commands
+WHEN NEW.state <> OLD.state OR NEW.updated_at <> OLD.updated_at
+BEGIN
+    INSERT INTO command_history (command_id, seq, state, at, reason, attempt)
+    VALUES (
+        NEW.id,
+        (SELECT COALESCE(MAX(seq), 0) + 1 FROM command_history WHERE command_id = NEW.id),
+        NEW.state,
+        NEW.updated_at,
+        NEW.reason,
+        CASE WHEN NEW.attempts > 0 AND NEW.state IN ('queued', 'scheduled', 'sent', 'delivered') THEN NEW.attempts END
+    );
+END;

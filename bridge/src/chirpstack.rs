@@ -418,29 +418,33 @@ impl ChirpstackAdapter {
         Some(stored)
     }
 
-    /// Stores the application and class of a device when they change.
+    /// Stores the application and class of a device when they change. The write runs
+    /// beside the event, not before it: the facts are cached here already, and a new
+    /// fleet coming online must not queue its uplinks behind a thousand store writes.
     async fn remember(&self, device: &DeviceId, info: &ev::DeviceInfo) {
         if info.application_id.is_empty() {
             return;
         }
         let class = class_name(info.device_class_enabled).to_owned();
         let facts = (info.application_id.clone(), class);
-        if lock(&self.facts).get(device) == Some(&facts) {
-            return;
-        }
-        match self
-            .commands
-            .store()
-            .set_device_facts(device, &facts.0, &facts.1)
-            .await
         {
-            Ok(()) => {
-                lock(&self.facts).insert(device.clone(), facts);
+            let mut known = lock(&self.facts);
+            if known.get(device) == Some(&facts) {
+                return;
             }
-            Err(e) => {
-                tracing::error!(device = %device, error = %e, "store failed saving device facts")
-            }
+            known.insert(device.clone(), facts.clone());
         }
+        let commands = self.commands.clone();
+        let device = device.clone();
+        tokio::spawn(async move {
+            if let Err(e) = commands
+                .store()
+                .set_device_facts(&device, &facts.0, &facts.1)
+                .await
+            {
+                tracing::error!(device = %device, error = %e, "store failed saving device facts");
+            }
+        });
     }
 
     /// The subscription filter for ChirpStack's events.

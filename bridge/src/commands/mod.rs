@@ -273,6 +273,10 @@ impl Commands {
         for (cmd, entry) in &taken.expired {
             self.announce(cmd, entry).await;
         }
+        if !taken.expired.is_empty() {
+            // queued → scheduled leaves the pending count as it was; expiries lower it
+            self.refresh_pending(device).await;
+        }
         let first = taken.scheduled.first()?.0.clone();
         let mut payload = Vec::with_capacity(taken.scheduled.len() * device_node::FRAME_LEN);
         for (cmd, _) in &taken.scheduled {
@@ -300,7 +304,6 @@ impl Commands {
         for (cmd, entry) in &taken.scheduled {
             self.announce(cmd, entry).await;
         }
-        self.refresh_pending(device).await;
         Some(plan)
     }
 

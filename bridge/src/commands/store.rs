@@ -3,11 +3,11 @@
 //! implementation of the same trait.
 use super::model::{Command, CommandState, HistoryEntry};
 use crate::device::DeviceId;
+use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
 use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
@@ -142,8 +142,12 @@ pub trait CommandStore: Send + Sync + 'static {
 /// The migrations, applied in order, each once.
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/0001_commands.sql"))];
 
-/// SQLite, in WAL mode with full sync: a `202` is only answered after the command is on
-/// disk, and a `kill -9` loses nothing that was committed.
+/// SQLite in WAL mode. Creating a command commits with `synchronous = FULL`: the `202`
+/// is only answered once the command is on disk, even across a power cut. State changes
+/// commit with `NORMAL`: they survive a `kill -9` (the operating system holds the WAL),
+/// and the next FULL commit syncs them too; a power cut may lose the last few, which at
+/// worst sends a command again with the same counter, and the node's replay window
+/// refuses to execute it twice. Scheduling stays well inside a class A receive window.
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -162,13 +166,14 @@ impl SqliteStore {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        // One connection: SQLite has one writer anyway, and this keeps every
-        // read-modify-write (counters, scheduling) serialised without busy retries.
+        // A few connections: in WAL mode reads go on beside a write, and SQLite's lock
+        // serialises writers (busy_timeout waits). Every write is one statement, guarded
+        // by its WHERE clause, except `create`, which takes the write lock up front.
         let pool = SqlitePoolOptions::new()
-            .max_connections(1)
+            .max_connections(4)
             .connect_with(options)
             .await?;
         let store = SqliteStore { pool };
@@ -202,12 +207,16 @@ impl SqliteStore {
 }
 
 /// The columns [`row_to_command`] reads, as a literal so statements stay static strings.
+macro_rules! cols {
+    () => {
+        "id, device, body, counter, confirmed, state, attempts, created_at, expires_at, network_ref, reason"
+    };
+}
+
+/// `SELECT <cols> FROM commands <rest>`.
 macro_rules! select_commands {
-    ($($rest:literal),*) => {
-        concat!(
-            "SELECT id, device, body, counter, confirmed, state, attempts, created_at, expires_at, network_ref, reason FROM commands ",
-            $($rest),*
-        )
+    ($rest:literal) => {
+        concat!("SELECT ", cols!(), " FROM commands ", $rest)
     };
 }
 
@@ -236,117 +245,106 @@ fn row_to_command(row: &SqliteRow) -> R<Command> {
     })
 }
 
-async fn fetch_one_cmd(tx: &mut Transaction<'_, Sqlite>, id: &str) -> R<Option<Command>> {
-    let row = sqlx::query(select_commands!("WHERE id = ?"))
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    row.as_ref().map(row_to_command).transpose()
+/// The history entry the `command_changed` trigger wrote for a command's last change.
+fn entry_of(cmd: &Command, at: i64) -> HistoryEntry {
+    let counted = matches!(
+        cmd.state,
+        CommandState::Queued
+            | CommandState::Scheduled
+            | CommandState::Sent
+            | CommandState::Delivered
+    );
+    HistoryEntry {
+        state: cmd.state,
+        at,
+        reason: cmd.reason.clone(),
+        attempt: (counted && cmd.attempts > 0).then_some(cmd.attempts),
+    }
 }
 
-/// Sets a command's state and appends the history entry.
-async fn set_state(
-    tx: &mut Transaction<'_, Sqlite>,
-    cmd: &mut Command,
-    to: CommandState,
-    reason: Option<&str>,
-    attempt: Option<u32>,
-    now: i64,
-) -> R<HistoryEntry> {
-    sqlx::query("UPDATE commands SET state = ?, reason = COALESCE(?, reason), attempts = ?, network_ref = ?, updated_at = ? WHERE id = ?")
-        .bind(to.name())
-        .bind(reason)
-        .bind(cmd.attempts as i64)
-        .bind(&cmd.network_ref)
-        .bind(now)
-        .bind(&cmd.id)
-        .execute(&mut **tx)
-        .await?;
+/// A JSON array of ids, for `IN (SELECT value FROM json_each(?))`.
+fn id_list(ids: &[&str]) -> String {
+    serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())
+}
+
+/// Creates a command in one transaction on `conn` (see [`CommandStore::create`]).
+async fn create_in(conn: &mut sqlx::SqliteConnection, new: NewCommand, now: i64) -> R<Created> {
+    use sqlx::Connection;
+    // IMMEDIATE: two deferred transactions upgrading to writers at once would fail
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    if let Some(id) = &new.id {
+        let row = sqlx::query(select_commands!("WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(existing) = row.as_ref().map(row_to_command).transpose()? {
+            if existing.device != new.device {
+                return Err(StoreError::IdConflict {
+                    id: id.clone(),
+                    device: existing.device.to_string(),
+                });
+            }
+            return Ok(Created::Existing(existing));
+        }
+    }
+    let device = new.device.to_string();
+    // allocates the counter: 1 for a new device, else the stored next one
+    let counter: i64 = sqlx::query_scalar(
+        "INSERT INTO devices (device, next_counter) VALUES (?, 2) \
+         ON CONFLICT (device) DO UPDATE SET next_counter = (next_counter + 1) % 65536 \
+         RETURNING (next_counter + 65535) % 65536",
+    )
+    .bind(&device)
+    .fetch_one(&mut *tx)
+    .await?;
+    let cmd = Command {
+        id: new.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        device: new.device,
+        command: new.command,
+        counter: counter as u16,
+        confirmed: new.confirmed,
+        state: CommandState::Queued,
+        attempts: 0,
+        created_at: now,
+        expires_at: now + new.ttl_ms,
+        network_ref: None,
+        reason: None,
+    };
+    let body =
+        serde_json::to_string(&cmd.command).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     sqlx::query(
-        "INSERT INTO command_history (command_id, seq, state, at, reason, attempt) \
-         VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM command_history WHERE command_id = ?), ?, ?, ?, ?)",
+        "INSERT INTO commands (id, device, body, counter, urgent, confirmed, state, attempts, created_at, expires_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?)",
     )
     .bind(&cmd.id)
-    .bind(&cmd.id)
-    .bind(to.name())
+    .bind(&device)
+    .bind(body)
+    .bind(counter)
+    .bind(cmd.command.is_urgent() as i64)
+    .bind(cmd.confirmed as i64)
     .bind(now)
-    .bind(reason)
-    .bind(attempt.map(|a| a as i64))
-    .execute(&mut **tx)
+    .bind(cmd.expires_at)
+    .bind(now)
+    .execute(&mut *tx)
     .await?;
-    cmd.state = to;
-    if let Some(r) = reason {
-        cmd.reason = Some(r.to_owned());
-    }
-    Ok(HistoryEntry {
-        state: to,
-        at: now,
-        reason: reason.map(str::to_owned),
-        attempt,
-    })
+    tx.commit().await?;
+    let entry = entry_of(&cmd, now);
+    Ok(Created::New(cmd, entry))
 }
+
+const EXPIRED_REASON: &str = "expired before a receive window opened";
 
 impl CommandStore for SqliteStore {
     async fn create(&self, new: NewCommand, now: i64) -> R<Created> {
-        let mut tx = self.pool.begin().await?;
-        if let Some(id) = &new.id {
-            if let Some(existing) = fetch_one_cmd(&mut tx, id).await? {
-                if existing.device != new.device {
-                    return Err(StoreError::IdConflict {
-                        id: id.clone(),
-                        device: existing.device.to_string(),
-                    });
-                }
-                return Ok(Created::Existing(existing));
-            }
-        }
-        let device = new.device.to_string();
-        sqlx::query("INSERT INTO devices (device, next_counter) VALUES (?, 1) ON CONFLICT (device) DO NOTHING")
-            .bind(&device)
-            .execute(&mut *tx)
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
             .await?;
-        let counter: i64 = sqlx::query_scalar("SELECT next_counter FROM devices WHERE device = ?")
-            .bind(&device)
-            .fetch_one(&mut *tx)
+        let result = create_in(&mut conn, new, now).await;
+        sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
             .await?;
-        sqlx::query("UPDATE devices SET next_counter = ? WHERE device = ?")
-            .bind((counter + 1) % 65_536)
-            .bind(&device)
-            .execute(&mut *tx)
-            .await?;
-        let mut cmd = Command {
-            id: new.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-            device: new.device,
-            command: new.command,
-            counter: counter as u16,
-            confirmed: new.confirmed,
-            state: CommandState::Queued,
-            attempts: 0,
-            created_at: now,
-            expires_at: now + new.ttl_ms,
-            network_ref: None,
-            reason: None,
-        };
-        let body =
-            serde_json::to_string(&cmd.command).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query(
-            "INSERT INTO commands (id, device, body, counter, urgent, confirmed, state, attempts, created_at, expires_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?)",
-        )
-        .bind(&cmd.id)
-        .bind(&device)
-        .bind(body)
-        .bind(counter)
-        .bind(cmd.command.is_urgent() as i64)
-        .bind(cmd.confirmed as i64)
-        .bind(now)
-        .bind(cmd.expires_at)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let entry = set_state(&mut tx, &mut cmd, CommandState::Queued, None, None, now).await?;
-        tx.commit().await?;
-        Ok(Created::New(cmd, entry))
+        result
     }
 
     async fn get(&self, id: &str) -> R<Option<(Command, Vec<HistoryEntry>)>> {
@@ -382,7 +380,9 @@ impl CommandStore for SqliteStore {
         state: Option<CommandState>,
         limit: u32,
     ) -> R<Vec<Command>> {
-        let rows = sqlx::query(select_commands!("WHERE device = ? AND (? IS NULL OR state = ?) ORDER BY created_at DESC, rowid DESC LIMIT ?"))
+        let rows = sqlx::query(select_commands!(
+            "WHERE device = ? AND (? IS NULL OR state = ?) ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        ))
         .bind(device.to_string())
         .bind(state.map(|s| s.name()))
         .bind(state.map(|s| s.name()))
@@ -392,51 +392,60 @@ impl CommandStore for SqliteStore {
         rows.iter().map(row_to_command).collect()
     }
 
+    /// Two statements on the usual path (read the queue, schedule the chosen ones), each
+    /// guarded by `state = 'queued'`, so a cancel between them is never overridden.
     async fn take_for_window(&self, device: &DeviceId, now: i64, max_frames: usize) -> R<Taken> {
-        let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(select_commands!(
-            "WHERE device = ? AND state = 'queued' ORDER BY urgent DESC, created_at ASC, rowid ASC"
-        ))
+        let queue: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT id, expires_at FROM commands WHERE device = ? AND state = 'queued' ORDER BY urgent DESC, created_at ASC, rowid ASC",
+        )
         .bind(device.to_string())
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
+        let (expired, live): (Vec<_>, Vec<_>) = queue.iter().partition(|(_, exp)| *exp <= now);
         let mut taken = Taken::default();
-        let mut downlink_id: Option<String> = None;
-        for row in &rows {
-            let mut cmd = row_to_command(row)?;
-            if cmd.expires_at <= now {
-                let e = set_state(
-                    &mut tx,
-                    &mut cmd,
-                    CommandState::Expired,
-                    Some("expired before a receive window opened"),
-                    None,
-                    now,
-                )
-                .await?;
-                taken.expired.push((cmd, e));
-                continue;
-            }
-            if taken.scheduled.len() >= max_frames {
-                continue;
-            }
-            let id = downlink_id.get_or_insert_with(|| cmd.id.clone()).clone();
-            cmd.attempts += 1;
-            cmd.network_ref = Some(id);
-            let attempt = cmd.attempts;
-            let e = set_state(
-                &mut tx,
-                &mut cmd,
-                CommandState::Scheduled,
-                None,
-                Some(attempt),
-                now,
-            )
+        if !expired.is_empty() {
+            let ids: Vec<&str> = expired.iter().map(|(id, _)| id.as_str()).collect();
+            let rows = sqlx::query(concat!(
+                "UPDATE commands SET state = 'expired', reason = ?, updated_at = ? ",
+                "WHERE id IN (SELECT value FROM json_each(?)) AND state = 'queued' RETURNING ",
+                cols!()
+            ))
+            .bind(EXPIRED_REASON)
+            .bind(now)
+            .bind(id_list(&ids))
+            .fetch_all(&self.pool)
             .await?;
-            taken.scheduled.push((cmd, e));
+            for row in &rows {
+                let cmd = row_to_command(row)?;
+                let e = entry_of(&cmd, now);
+                taken.expired.push((cmd, e));
+            }
         }
-        if !taken.scheduled.is_empty() || !taken.expired.is_empty() {
-            tx.commit().await?;
+        let chosen: Vec<&str> = live
+            .iter()
+            .take(max_frames)
+            .map(|(id, _)| id.as_str())
+            .collect();
+        if let Some(first) = chosen.first() {
+            let rows = sqlx::query(concat!(
+                "UPDATE commands SET state = 'scheduled', attempts = attempts + 1, network_ref = ?, reason = NULL, updated_at = ? ",
+                "WHERE id IN (SELECT value FROM json_each(?)) AND state = 'queued' RETURNING ",
+                cols!()
+            ))
+            .bind(*first)
+            .bind(now)
+            .bind(id_list(&chosen))
+            .fetch_all(&self.pool)
+            .await?;
+            let mut scheduled = rows.iter().map(row_to_command).collect::<R<Vec<_>>>()?;
+            scheduled.sort_by_key(|c| chosen.iter().position(|id| *id == c.id));
+            taken.scheduled = scheduled
+                .into_iter()
+                .map(|c| {
+                    let e = entry_of(&c, now);
+                    (c, e)
+                })
+                .collect();
         }
         Ok(taken)
     }
@@ -449,23 +458,23 @@ impl CommandStore for SqliteStore {
         reason: Option<&str>,
         now: i64,
     ) -> R<Option<(Command, HistoryEntry)>> {
-        let mut tx = self.pool.begin().await?;
-        let Some(mut cmd) = fetch_one_cmd(&mut tx, id).await? else {
-            return Ok(None);
-        };
-        if !from.contains(&cmd.state) {
-            return Ok(None);
-        }
-        let attempt = matches!(
-            to,
-            CommandState::Sent | CommandState::Delivered | CommandState::Queued
-        )
-        .then_some(cmd.attempts);
-        if to == CommandState::Queued {
-            cmd.network_ref = None;
-        }
-        let e = set_state(&mut tx, &mut cmd, to, reason, attempt, now).await?;
-        tx.commit().await?;
+        let from: Vec<&str> = from.iter().map(|s| s.name()).collect();
+        let row = sqlx::query(concat!(
+            "UPDATE commands SET state = ?1, reason = ?2, updated_at = ?3, ",
+            "network_ref = CASE WHEN ?1 = 'queued' THEN NULL ELSE network_ref END ",
+            "WHERE id = ?4 AND state IN (SELECT value FROM json_each(?5)) RETURNING ",
+            cols!()
+        ))
+        .bind(to.name())
+        .bind(reason)
+        .bind(now)
+        .bind(id)
+        .bind(id_list(&from))
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let cmd = row_to_command(&row)?;
+        let e = entry_of(&cmd, now);
         Ok(Some((cmd, e)))
     }
 
@@ -489,31 +498,22 @@ impl CommandStore for SqliteStore {
     }
 
     async fn expire_due(&self, now: i64) -> R<Vec<(Command, HistoryEntry)>> {
-        let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(select_commands!(
-            "WHERE state = 'queued' AND expires_at <= ?"
+        let rows = sqlx::query(concat!(
+            "UPDATE commands SET state = 'expired', reason = ?, updated_at = ? WHERE state = 'queued' AND expires_at <= ? RETURNING ",
+            cols!()
         ))
+        .bind(EXPIRED_REASON)
         .bind(now)
-        .fetch_all(&mut *tx)
+        .bind(now)
+        .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::new();
-        for row in &rows {
-            let mut cmd = row_to_command(row)?;
-            let e = set_state(
-                &mut tx,
-                &mut cmd,
-                CommandState::Expired,
-                Some("expired before a receive window opened"),
-                None,
-                now,
-            )
-            .await?;
-            out.push((cmd, e));
-        }
-        if !out.is_empty() {
-            tx.commit().await?;
-        }
-        Ok(out)
+        rows.iter()
+            .map(|r| {
+                let c = row_to_command(r)?;
+                let e = entry_of(&c, now);
+                Ok((c, e))
+            })
+            .collect()
     }
 
     async fn devices_with_queued(&self) -> R<Vec<DeviceId>> {
@@ -569,33 +569,20 @@ impl CommandStore for SqliteStore {
     }
 
     async fn take_daily_quota(&self, device: &DeviceId, day: i64, limit: u32) -> R<bool> {
-        let mut tx = self.pool.begin().await?;
-        let d = device.to_string();
-        sqlx::query("INSERT INTO devices (device, next_counter) VALUES (?, 1) ON CONFLICT (device) DO NOTHING")
-            .bind(&d)
-            .execute(&mut *tx)
-            .await?;
-        let row = sqlx::query("SELECT quota_day, quota_used FROM devices WHERE device = ?")
-            .bind(&d)
-            .fetch_one(&mut *tx)
-            .await?;
-        let quota_day: Option<i64> = row.try_get("quota_day")?;
-        let used: i64 = if quota_day == Some(day) {
-            row.try_get("quota_used")?
-        } else {
-            0
-        };
-        if used >= limit as i64 {
-            return Ok(false);
-        }
-        sqlx::query("UPDATE devices SET quota_day = ?, quota_used = ? WHERE device = ?")
-            .bind(day)
-            .bind(used + 1)
-            .bind(&d)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(true)
+        // one statement: reset on a new day, count up while under the limit
+        let taken: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO devices (device, next_counter, quota_day, quota_used) VALUES (?1, 1, ?2, 1) \
+             ON CONFLICT (device) DO UPDATE SET \
+                 quota_used = CASE WHEN quota_day IS ?2 THEN quota_used + 1 ELSE 1 END, quota_day = ?2 \
+             WHERE quota_day IS NOT ?2 OR quota_used < ?3 \
+             RETURNING quota_used",
+        )
+        .bind(device.to_string())
+        .bind(day)
+        .bind(limit as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(taken.is_some_and(|used| used <= limit as i64))
     }
 
     async fn return_daily_quota(&self, device: &DeviceId, day: i64) -> R<()> {
