@@ -140,12 +140,13 @@ async fn downlink_latency(rate: u64, with_commands: u64) {
         }
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let arrived = arrived.lock().unwrap();
-    let mut lat: Vec<Duration> = sent_first
-        .iter()
-        .filter(|(d, _)| arrived.contains_key(*d))
-        .filter_map(|(d, t0)| arrived.get(d).map(|t| t.saturating_duration_since(*t0)))
-        .collect();
+    let mut lat: Vec<Duration> = {
+        let arrived = arrived.lock().unwrap();
+        sent_first
+            .iter()
+            .filter_map(|(d, t0)| arrived.get(d).map(|t| t.saturating_duration_since(*t0)))
+            .collect()
+    };
     let within = lat
         .iter()
         .filter(|d| **d <= Duration::from_millis(90))
@@ -165,7 +166,6 @@ async fn downlink_latency(rate: u64, with_commands: u64) {
         own(0.5),
         own(0.99),
     );
-    drop(arrived);
     bridge.shutdown().await;
 }
 
