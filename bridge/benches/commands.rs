@@ -22,7 +22,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 const FLEET: u64 = 1000;
 
@@ -169,53 +168,6 @@ async fn downlink_latency(rate: u64, with_commands: u64) {
     bridge.shutdown().await;
 }
 
-/// One keep-alive HTTP/1.1 connection.
-struct Conn {
-    r: BufReader<tokio::net::TcpStream>,
-}
-
-impl Conn {
-    async fn new(addr: SocketAddr) -> Self {
-        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.set_nodelay(true).unwrap();
-        Conn {
-            r: BufReader::new(s),
-        }
-    }
-
-    async fn post(&mut self, path: &str, body: &[u8]) -> u16 {
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        // one write: head and body in two segments would meet Nagle and delayed ACKs
-        let mut request = head.into_bytes();
-        request.extend_from_slice(body);
-        self.r.get_mut().write_all(&request).await.unwrap();
-        let mut line = String::new();
-        self.r.read_line(&mut line).await.unwrap();
-        let status: u16 = line
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let mut len = 0;
-        loop {
-            line.clear();
-            self.r.read_line(&mut line).await.unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; len];
-        self.r.read_exact(&mut body).await.unwrap();
-        status
-    }
-}
-
 async fn creation_rate(addr: SocketAddr, secs: u64, label: &str) -> f64 {
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -228,12 +180,10 @@ async fn creation_rate(addr: SocketAddr, secs: u64, label: &str) -> f64 {
             let mut lat = Vec::new();
             while Instant::now() < deadline {
                 let t0 = Instant::now();
-                let status = conn
-                    .post(
-                        &format!("/v1/devices/lorawan/{}/commands", eui(c * 100 + i % 100)),
-                        br#"{"command":"unlock","args":{"auto_relock_s":30}}"#,
-                    )
-                    .await;
+                let path = format!("/v1/devices/lorawan/{}/commands", eui(c * 100 + i % 100));
+                let auth = format!("Bearer {TOKEN}");
+                let body = br#"{"command":"unlock","args":{"auto_relock_s":30}}"#;
+                let (status, _) = conn.post(&path, &auth, body).await;
                 assert_eq!(status, 202);
                 lat.push(t0.elapsed());
                 done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -47,8 +47,9 @@ BEGIN
     VALUES (NEW.id, 1, NEW.state, NEW.updated_at, NEW.reason, NULL);
 END;
 
-CREATE TRIGGER command_changed AFTER UPDATE OF state, updated_at ON commands
-WHEN NEW.state <> OLD.state OR NEW.updated_at <> OLD.updated_at
+-- Fires for every statement that sets `state` (even to the same value, such as a note
+-- on a queued command): each such statement is one recorded change.
+CREATE TRIGGER command_changed AFTER UPDATE OF state ON commands
 BEGIN
     INSERT INTO command_history (command_id, seq, state, at, reason, attempt)
     VALUES (

@@ -50,6 +50,26 @@ async fn require_token(State(s): State<AppState>, req: Request, next: Next) -> R
     next.run(req).await
 }
 
+/// The secret of `Authorization: Bearer <secret>` or `Basic base64(user:secret)` (any
+/// user), as Sigfox callbacks carry it.
+pub fn bearer_or_basic_secret(headers: &HeaderMap) -> Option<String> {
+    if let Some(token) = bearer(headers) {
+        return Some(token.to_owned());
+    }
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    use base64::Engine;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (_, secret) = text.split_once(':')?;
+    Some(secret.to_owned())
+}
+
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;

@@ -33,6 +33,8 @@ pub struct AppState {
     pub body_limit: usize,
     /// Serve /metrics.
     pub metrics_enabled: bool,
+    /// The Sigfox callbacks' secret and quota.
+    pub sigfox: Arc<crate::sigfox::SigfoxState>,
 }
 
 impl AppState {
@@ -54,6 +56,10 @@ impl AppState {
             api_tokens: Arc::new(settings.http.api_tokens.clone()),
             body_limit: settings.http.body_limit_bytes as usize,
             metrics_enabled: settings.metrics.enabled,
+            sigfox: Arc::new(crate::sigfox::SigfoxState::new(
+                &settings.sigfox.secret,
+                settings.sigfox.daily_downlinks,
+            )),
         }
     }
 }
@@ -61,7 +67,13 @@ impl AppState {
 /// The router.
 pub fn router(state: AppState) -> Router {
     let limit = state.body_limit;
-    let mut r = crate::api::routes(&state).route("/healthz", get(healthz));
+    let mut r = crate::api::routes(&state)
+        .route(
+            "/v1/sigfox/uplink",
+            axum::routing::post(crate::sigfox::uplink),
+        )
+        .route("/v1/sigfox/ack", axum::routing::post(crate::sigfox::ack))
+        .route("/healthz", get(healthz));
     if state.metrics_enabled {
         r = r.route("/metrics", get(metrics));
     }

@@ -21,4 +21,5 @@ pub mod metrics;
 pub mod mqtt;
 pub mod pipeline;
 pub mod service;
+pub mod sigfox;
 pub mod state;

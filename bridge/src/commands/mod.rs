@@ -374,6 +374,14 @@ impl Commands {
             .await;
             return Vec::new();
         }
+        self.network_not_delivered(downlink_id, "not acknowledged; queued for the next window")
+            .await
+    }
+
+    /// The network could not deliver a downlink: its commands go back to `queued` for
+    /// another window, or end `failed` when the attempts are used up, or `expired`.
+    /// Returns the devices with commands queued again.
+    pub async fn network_not_delivered(&self, downlink_id: &str, reason: &str) -> Vec<DeviceId> {
         let cmds = self.commands_of(downlink_id).await;
         let mut retry = Vec::new();
         for cmd in cmds {
@@ -382,25 +390,24 @@ impl Commands {
             }
             let from = [CommandState::Scheduled, CommandState::Sent];
             if cmd.attempts >= self.settings.max_attempts as u32 {
-                let reason = format!("not acknowledged after {} attempts", cmd.attempts);
-                self.transition(&cmd.id, &from, CommandState::Failed, Some(&reason))
+                let why = format!(
+                    "{reason} (attempt {} of {}: giving up)",
+                    cmd.attempts, self.settings.max_attempts
+                );
+                let why = if reason.starts_with("not acknowledged") {
+                    format!("not acknowledged after {} attempts", cmd.attempts)
+                } else {
+                    why
+                };
+                self.transition(&cmd.id, &from, CommandState::Failed, Some(&why))
                     .await;
             } else if cmd.expires_at <= self.now() {
-                self.transition(
-                    &cmd.id,
-                    &from,
-                    CommandState::Expired,
-                    Some("not acknowledged, and expired"),
-                )
-                .await;
+                let why = format!("{reason}; and expired");
+                self.transition(&cmd.id, &from, CommandState::Expired, Some(&why))
+                    .await;
             } else {
-                self.transition(
-                    &cmd.id,
-                    &from,
-                    CommandState::Queued,
-                    Some("not acknowledged; queued for the next window"),
-                )
-                .await;
+                self.transition(&cmd.id, &from, CommandState::Queued, Some(reason))
+                    .await;
                 lock(&self.queued).insert(cmd.device.clone());
                 if !retry.contains(&cmd.device) {
                     retry.push(cmd.device.clone());

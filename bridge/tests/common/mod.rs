@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 /// A mosquitto broker of the test's own, with persistence, on 127.0.0.1.
@@ -486,5 +486,53 @@ pub async fn wait_state(events: &mut Watcher, command_id: &str, state: &str) -> 
         if e["command_id"] == command_id && e["state"] == state {
             return e;
         }
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection.
+pub struct Conn {
+    r: BufReader<tokio::net::TcpStream>,
+}
+
+impl Conn {
+    pub async fn new(addr: SocketAddr) -> Self {
+        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        Conn {
+            r: BufReader::new(s),
+        }
+    }
+
+    /// POSTs JSON with an Authorization header; returns the status and the body.
+    pub async fn post(&mut self, path: &str, authorization: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        // one write: head and body in two segments would meet Nagle and delayed ACKs
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body);
+        self.r.get_mut().write_all(&request).await.unwrap();
+        let mut line = String::new();
+        self.r.read_line(&mut line).await.unwrap();
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let mut len = 0;
+        loop {
+            line.clear();
+            self.r.read_line(&mut line).await.unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; len];
+        self.r.read_exact(&mut body).await.unwrap();
+        (status, body)
     }
 }
