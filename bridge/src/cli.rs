@@ -40,6 +40,15 @@ pub enum Command {
         /// The payload in hex.
         hex: String,
     },
+    /// Run the bridge with embedded defaults and a simulated fleet, for a first look:
+    /// an embedded MQTT broker (unless -c names one), SQLite in a temporary directory,
+    /// LoRaWAN class A and C vehicles and a Sigfox vehicle taking an unlock, a locate and
+    /// a lock. Ctrl-C stops it.
+    Demo {
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration_s: Option<u64>,
+    },
     /// Print the hex of a command frame, from its JSON: the request body plus its
     /// counter, e.g. '{"command":"unlock","args":{"auto_relock_s":30},"counter":42}'.
     /// An array of them gives the frames one after another (a coalesced downlink).
@@ -82,6 +91,39 @@ pub fn run_tool(cli: &Cli, command: &Command) -> ExitCode {
         }
         Command::Decode { codec, fport, hex } => report(decode(codec, *fport, hex)),
         Command::EncodeCommand { json } => report(encode_command(json)),
+        Command::Demo { duration_s } => {
+            let settings = if cli.config.is_empty() {
+                None
+            } else {
+                match load_settings(&cli.config) {
+                    Ok(s) => Some(s),
+                    Err(problems) => {
+                        eprint!("{problems}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            };
+            // warnings only (RUST_LOG wins); the embedded broker's own log stays quiet
+            let logging = gateway_config::LoggingSettings {
+                level: "warn,rumqttd=off".into(),
+                ..Default::default()
+            };
+            crate::logging::init(&logging);
+            let opts = crate::demo::DemoOptions {
+                duration: duration_s.map(std::time::Duration::from_secs),
+                settings,
+            };
+            let run = tokio::runtime::Runtime::new()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(crate::demo::run(opts)));
+            match run {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod codec;
 pub mod command_json;
 pub mod commands;
+pub mod demo;
 pub mod device;
 pub mod http;
 pub mod logging;

@@ -8,6 +8,7 @@
 //! - [`command`]: 8-byte command frames (downlink);
 //! - [`replay`]: the node's at-most-once rule for command counters;
 //! - [`cayenne`]: CayenneLPP, for off-the-shelf devices;
+//! - [`node`]: the node's logic (commands, reporting schedule, airtime budget);
 //! - with the `serde` feature, the JSON form the bridge publishes.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ pub mod command;
 pub mod error;
 #[cfg(feature = "serde")]
 pub mod json;
+pub mod node;
 pub mod replay;
 pub mod telemetry;
 

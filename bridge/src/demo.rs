@@ -1,0 +1,635 @@
+//! `longproto-bridge demo`: the bridge with embedded defaults and a simulated fleet.
+//!
+//! An embedded MQTT broker on loopback (unless `-c` names one), SQLite in a temporary
+//! state directory, and simulated vehicles running the very node logic of the firmware
+//! (`device_node::node`): LoRaWAN class A scooters and a class C lock behind a ChirpStack
+//! double (uplinks, receive windows, txack and ack events, as ChirpStack's MQTT
+//! integration sends them), and a Sigfox vehicle using BIDIR callbacks. The demo sends
+//! an unlock, a locate and a lock through the real HTTP API and prints every state change
+//! with its latency, one line per event (the same on a terminal and in a file).
+use crate::clock::rfc3339;
+use crate::service::Bridge;
+use anyhow::Context;
+use base64::Engine;
+use device_node::command::Command;
+use device_node::node::{Executor, Node, NodeState, Schedule};
+use device_node::telemetry::{AckResult, FixAge, Record, Saturated, Status};
+use gateway_config::Settings;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "demo-token-0123456789abcdef";
+const SIGFOX_SECRET: &str = "demo-sigfox-secret-0123456789";
+const APP: &str = "demo-app";
+
+/// Options of the demo.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Stop after this long (None: until Ctrl-C).
+    pub duration: Option<Duration>,
+    /// A configured broker to use instead of the embedded one.
+    pub settings: Option<Settings>,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Starts rumqttd on a loopback port in its own thread; returns the port.
+fn embedded_broker() -> anyhow::Result<u16> {
+    let port = free_port()?;
+    let mut v4 = HashMap::new();
+    v4.insert(
+        "demo".to_owned(),
+        rumqttd::ServerSettings {
+            name: "demo".into(),
+            listen: ([127, 0, 0, 1], port).into(),
+            tls: None,
+            next_connection_delay_ms: 1,
+            connections: rumqttd::ConnectionSettings {
+                connection_timeout_ms: 60_000,
+                max_payload_size: 256 * 1024,
+                max_inflight_count: 500,
+                auth: None,
+                external_auth: None,
+                dynamic_filters: true,
+            },
+        },
+    );
+    let config = rumqttd::Config {
+        id: 0,
+        router: rumqttd::RouterConfig {
+            max_connections: 100,
+            max_outgoing_packet_count: 500,
+            max_segment_size: 1 << 20,
+            max_segment_count: 10,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        },
+        v4: Some(v4),
+        v5: None,
+        ws: None,
+        cluster: None,
+        console: None,
+        bridge: None,
+        prometheus: None,
+        metrics: None,
+    };
+    std::thread::Builder::new()
+        .name("mqtt-broker".into())
+        .spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            if let Err(e) = broker.start() {
+                eprintln!("embedded broker stopped: {e}");
+            }
+        })?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the embedded broker did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(port)
+}
+
+/// A simulated vehicle's hardware.
+#[derive(Debug, Clone)]
+struct Vehicle {
+    locked: bool,
+    soc: u8,
+    lat_e7: i32,
+    lon_e7: i32,
+    odometer: u32,
+}
+
+impl Executor for Vehicle {
+    fn execute(&mut self, command: &Command) -> AckResult {
+        match command {
+            Command::Lock => self.locked = true,
+            Command::Unlock { .. } => self.locked = false,
+            _ => {}
+        }
+        AckResult::Executed
+    }
+}
+
+impl Vehicle {
+    fn status(&mut self) -> Record {
+        if !self.locked {
+            // riding: a few metres north-east, a little charge
+            self.lat_e7 += 300;
+            self.lon_e7 += 300;
+            self.odometer += 1;
+            self.soc = self.soc.saturating_sub(1).max(5);
+        }
+        Record::Status(Status {
+            latitude_e7: self.lat_e7,
+            longitude_e7: self.lon_e7,
+            fix_age: FixAge::Under10s,
+            soc_pct: Some(self.soc),
+            locked: self.locked,
+            ignition: !self.locked,
+            charging: false,
+            speed_kmh: if self.locked { 0 } else { 14 },
+            cabin_temp_c: 19,
+            odometer_km: self.odometer,
+            saturated: Saturated::empty(),
+        })
+    }
+}
+
+struct SimDevice {
+    id: String,
+    network: &'static str,
+    class: &'static str,
+    node: Node,
+    vehicle: Vehicle,
+    f_cnt: u32,
+    /// ChirpStack's queue for this device (class A waits for an uplink).
+    queued_down: Option<(String, Vec<u8>)>,
+    /// A downlink sent and not yet acknowledged by an uplink.
+    unacked_down: Option<String>,
+}
+
+fn demo_schedule() -> Schedule {
+    // compressed time, so a minute shows the whole life of a command
+    Schedule {
+        normal_s: 8,
+        active_s: 3,
+        active_for_s: 30,
+        storage_s: 60,
+    }
+}
+
+fn fleet() -> Vec<SimDevice> {
+    let mk = |id: &str, network, class, lat: f64, lon: f64| SimDevice {
+        id: id.into(),
+        network,
+        class,
+        node: Node::new(demo_schedule(), NodeState::default()),
+        vehicle: Vehicle {
+            locked: true,
+            soc: 87,
+            lat_e7: (lat * 1e7) as i32,
+            lon_e7: (lon * 1e7) as i32,
+            odometer: 12_345,
+        },
+        f_cnt: 0,
+        queued_down: None,
+        unacked_down: None,
+    };
+    vec![
+        mk("70b3d57ed0000a01", "lorawan", "A", 38.7223, -9.1393),
+        mk("70b3d57ed0000a02", "lorawan", "A", 38.7100, -9.1400),
+        mk("70b3d57ed0000a03", "lorawan", "A", 38.7300, -9.1500),
+        mk("70b3d57ed0000c01", "lorawan", "C", 38.7150, -9.1450),
+        mk("0051f0a1", "sigfox", "-", 38.7200, -9.1300),
+    ]
+}
+
+type Fleet = Arc<Mutex<Vec<SimDevice>>>;
+
+fn say(line: &str) {
+    let now = rfc3339(crate::clock::Clock::now_ms(&crate::clock::SystemClock));
+    println!("{} {line}", &now[11..19.min(now.len())]);
+}
+
+/// Runs the demo until Ctrl-C or the duration.
+pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
+    let state_dir = tempfile::Builder::new()
+        .prefix("longproto-demo-")
+        .tempdir()
+        .context("a temporary state directory")?;
+    let mut settings = opts.settings.clone().unwrap_or_default();
+    if opts.settings.is_none() {
+        let port = embedded_broker()?;
+        settings.mqtt.server = format!("tcp://127.0.0.1:{port}");
+        settings.mqtt.client_id = "longproto-demo".into();
+    }
+    settings.storage.url = format!("sqlite://{}/bridge.db", state_dir.path().display());
+    settings.http.api_tokens.push(TOKEN.into());
+    settings.sigfox.secret = SIGFOX_SECRET.into();
+    settings.mqtt.state_min_interval_ms = 0;
+    let preferred = settings.http.bind.clone();
+    if std::net::TcpListener::bind(&preferred).is_err() {
+        settings.http.bind = "127.0.0.1:0".into();
+    }
+    let broker_url = settings.mqtt.server.clone();
+    let bridge = Bridge::start(settings).await?;
+    let http = bridge.http_addr();
+    println!(
+        "longproto demo: the bridge and a simulated fleet (3 LoRaWAN class A scooters, a class C lock, a Sigfox vehicle)"
+    );
+    println!(
+        "  MQTT broker  {broker_url}{}",
+        if opts.settings.is_none() {
+            " (embedded)"
+        } else {
+            ""
+        }
+    );
+    println!("  HTTP API     http://{http}   token: {TOKEN}");
+    println!("  state        {}", state_dir.path().display());
+    let port = broker_url.rsplit(':').next().unwrap_or("1883");
+    println!("play along:");
+    println!("  mosquitto_sub -p {port} -v -t 'longproto/v1/#'");
+    println!(
+        "  mosquitto_pub -p {port} -t longproto/v1/lorawan/70b3d57ed0000a02/command -m '{{\"command\":\"unlock\"}}'"
+    );
+    println!(
+        "  curl -s -H 'Authorization: Bearer {TOKEN}' -d '{{\"command\":\"locate\"}}' http://{http}/v1/devices/lorawan/70b3d57ed0000a03/commands"
+    );
+    println!("Ctrl-C stops it.\n");
+
+    let (host, port) = broker_host_port(&broker_url);
+    let fleet: Fleet = Arc::new(Mutex::new(fleet()));
+    let cs = chirpstack_double(&host, port, fleet.clone()).await?;
+    let watcher = watch_events(&host, port).await?;
+    let sim = tokio::spawn(simulate(fleet.clone(), cs.clone(), http));
+    let script = tokio::spawn(script(http));
+
+    let stop = async {
+        match opts.duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    };
+    stop.await;
+    sim.abort();
+    script.abort();
+    watcher.abort();
+    say("stopping");
+    bridge.shutdown().await;
+    Ok(())
+}
+
+fn broker_host_port(url: &str) -> (String, u16) {
+    let u = url::Url::parse(url).ok();
+    let host = u
+        .as_ref()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_else(|| "127.0.0.1".into());
+    (host, u.and_then(|u| u.port()).unwrap_or(1883))
+}
+
+fn client(host: &str, port: u16, id: &str) -> (AsyncClient, rumqttc::EventLoop) {
+    let mut o = MqttOptions::new(id, host, port);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    AsyncClient::new(o, 1000)
+}
+
+/// ChirpStack's side: takes `command/down` into each device's queue (class C: delivered
+/// at once) and answers with txack.
+async fn chirpstack_double(host: &str, port: u16, fleet: Fleet) -> anyhow::Result<AsyncClient> {
+    let (cs, mut eventloop) = client(host, port, "demo-chirpstack");
+    let sub = cs.clone();
+    let out = cs.clone();
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = sub
+                        .subscribe("application/+/device/+/command/down", QoS::AtLeastOnce)
+                        .await;
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let Ok(down) = serde_json::from_slice::<Value>(&p.payload) else {
+                        continue;
+                    };
+                    let eui = down["devEui"].as_str().unwrap_or_default().to_owned();
+                    let id = down["id"].as_str().unwrap_or_default().to_owned();
+                    let data = base64::engine::general_purpose::STANDARD
+                        .decode(down["data"].as_str().unwrap_or_default())
+                        .unwrap_or_default();
+                    let class_c = {
+                        let mut f = fleet.lock().unwrap_or_else(|e| e.into_inner());
+                        let Some(d) = f.iter_mut().find(|d| d.id == eui) else {
+                            continue;
+                        };
+                        d.queued_down = Some((id.clone(), data));
+                        d.class == "C"
+                    };
+                    if class_c {
+                        deliver(&fleet, &out, &eui).await;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    });
+    Ok(cs)
+}
+
+fn device_info(d: &SimDevice) -> Value {
+    json!({"tenantId": "demo", "applicationId": APP, "applicationName": "demo fleet", "deviceProfileId": "demo-profile",
+        "deviceName": format!("vehicle-{}", &d.id[12..]), "devEui": d.id,
+        "deviceClassEnabled": if d.class == "C" { "CLASS_C" } else { "CLASS_A" }})
+}
+
+async fn publish(cs: &AsyncClient, eui: &str, event: &str, body: Value) {
+    let topic = format!("application/{APP}/device/{eui}/event/{event}");
+    let _ = cs
+        .publish(
+            topic,
+            QoS::AtLeastOnce,
+            false,
+            serde_json::to_vec(&body).unwrap_or_default(),
+        )
+        .await;
+}
+
+/// The device's receive window: it takes ChirpStack's queued downlink, and ChirpStack
+/// reports the transmission.
+async fn deliver(fleet: &Fleet, cs: &AsyncClient, eui: &str) {
+    let (id, info) = {
+        let mut f = fleet.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(d) = f.iter_mut().find(|d| d.id == eui) else {
+            return;
+        };
+        let Some((id, data)) = d.queued_down.take() else {
+            return;
+        };
+        let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock) as u64;
+        let mut vehicle = d.vehicle.clone();
+        d.node.handle_downlink(&data, now, &mut vehicle);
+        d.vehicle = vehicle;
+        d.unacked_down = Some(id.clone());
+        (id, device_info(d))
+    };
+    publish(cs, eui, "txack", json!({"downlinkId": 1, "deviceInfo": info, "queueItemId": id, "fCntDown": 1, "gatewayId": "0016c001f153a14c"})).await;
+}
+
+/// Each simulated device reports when its node says so.
+async fn simulate(fleet: Fleet, cs: AsyncClient, http: SocketAddr) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut seq: u16 = 0;
+    loop {
+        tick.tick().await;
+        let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock) as u64;
+        let due: Vec<(String, &'static str)> = {
+            let mut f = fleet.lock().unwrap_or_else(|e| e.into_inner());
+            f.iter_mut()
+                .filter_map(|d| d.node.uplink_due(now).then(|| (d.id.clone(), d.network)))
+                .collect()
+        };
+        for (id, network) in due {
+            if network == "lorawan" {
+                lorawan_uplink(&fleet, &cs, &id, now).await;
+            } else {
+                seq = (seq + 1) % 4096;
+                sigfox_uplink(&fleet, http, &id, now, seq).await;
+            }
+        }
+    }
+}
+
+async fn lorawan_uplink(fleet: &Fleet, cs: &AsyncClient, eui: &str, now: u64) {
+    let (up, ack) = {
+        let mut f = fleet.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(d) = f.iter_mut().find(|d| d.id == eui) else {
+            return;
+        };
+        let status = d.vehicle.status();
+        let mut buf = [0u8; 242];
+        let n = d.node.build_uplink(Some(status), now, &mut buf, 242);
+        d.f_cnt += 1;
+        let info = device_info(d);
+        let ack = d.unacked_down.take().map(|id| json!({"deduplicationId": format!("ack-{eui}-{}", d.f_cnt), "deviceInfo": info, "queueItemId": id, "acknowledged": true, "fCntDown": 1}));
+        let up = json!({
+            "deduplicationId": format!("demo-{eui}-{}", d.f_cnt), "time": rfc3339(now as i64), "deviceInfo": info,
+            "devAddr": "01a44c4c", "dr": 5, "fCnt": d.f_cnt, "fPort": 10,
+            "data": base64::engine::general_purpose::STANDARD.encode(&buf[..n]),
+            "rxInfo": [{"gatewayId": "0016c001f153a14c", "rssi": -92, "snr": 7.5}],
+            "txInfo": {"frequency": 868100000, "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 7, "codeRate": "CR_4_5"}}},
+            "regionConfigId": "eu868"
+        });
+        (up, ack)
+    };
+    if let Some(ack) = ack {
+        publish(cs, eui, "ack", ack).await;
+    }
+    publish(cs, eui, "up", up).await;
+    // RX1 opens a second after the uplink: whatever ChirpStack queued by then goes down
+    let (fleet, cs, eui) = (fleet.clone(), cs.clone(), eui.to_owned());
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        deliver(&fleet, &cs, &eui).await;
+    });
+}
+
+async fn sigfox_uplink(fleet: &Fleet, http: SocketAddr, id: &str, now: u64, seq: u16) {
+    let data = {
+        let mut f = fleet.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(d) = f.iter_mut().find(|d| d.id == id) else {
+            return;
+        };
+        let mut buf = [0u8; 12];
+        // a status, or the acknowledgements waiting (one Sigfox uplink is 12 bytes)
+        let status = (d.node.pending_acks() == 0).then(|| d.vehicle.status());
+        let n = d.node.build_uplink(status, now, &mut buf, 12);
+        hex::encode(&buf[..n])
+    };
+    let body = json!({"device": id.to_uppercase(), "deviceTypeId": "demo-type", "time": now / 1000, "data": data, "seqNumber": seq, "ack": true, "station": "4E2F", "rssi": -118.0, "snr": 9.5});
+    let Ok((status, reply)) = post(
+        http,
+        "/v1/sigfox/uplink",
+        &format!("Bearer {SIGFOX_SECRET}"),
+        &body,
+    )
+    .await
+    else {
+        return;
+    };
+    if status != 200 {
+        return;
+    }
+    let hexdata = reply[id.to_uppercase()]["downlinkData"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let Ok(frame) = hex::decode(&hexdata) else {
+        return;
+    };
+    {
+        let mut f = fleet.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = f.iter_mut().find(|d| d.id == id) {
+            let mut vehicle = d.vehicle.clone();
+            d.node.handle_downlink(&frame, now, &mut vehicle);
+            d.vehicle = vehicle;
+        }
+    }
+    let ack = json!({"device": id.to_uppercase(), "time": now / 1000, "infoCode": 0, "infoMessage": "Acked", "downlinkAck": true, "downlinkOverusage": false});
+    let _ = post(
+        http,
+        "/v1/sigfox/ack",
+        &format!("Bearer {SIGFOX_SECRET}"),
+        &ack,
+    )
+    .await;
+}
+
+/// A small HTTP/1.1 POST over a real socket.
+async fn post(
+    addr: SocketAddr,
+    path: &str,
+    auth: &str,
+    body: &Value,
+) -> anyhow::Result<(u16, Value)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = serde_json::to_vec(body)?;
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&body);
+    s.write_all(&req).await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let json = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    Ok((status, json))
+}
+
+/// The operator's side: commands through the HTTP API, a few seconds apart.
+async fn script(http: SocketAddr) {
+    let steps: [(u64, &str, &str, Value); 4] = [
+        (
+            4,
+            "lorawan",
+            "70b3d57ed0000a01",
+            json!({"command": "unlock", "args": {"auto_relock_s": 300}}),
+        ),
+        (
+            6,
+            "lorawan",
+            "70b3d57ed0000c01",
+            json!({"command": "locate"}),
+        ),
+        (8, "sigfox", "0051f0a1", json!({"command": "unlock"})),
+        (
+            30,
+            "lorawan",
+            "70b3d57ed0000a01",
+            json!({"command": "lock"}),
+        ),
+    ];
+    let start = Instant::now();
+    for (at, network, id, body) in steps {
+        tokio::time::sleep(Duration::from_secs(at).saturating_sub(start.elapsed())).await;
+        let path = format!("/v1/devices/{network}/{id}/commands");
+        match post(http, &path, &format!("Bearer {TOKEN}"), &body).await {
+            Ok((202, cmd)) => say(&format!(
+                "operator  {network}/{id}: {} → id {} (counter {})",
+                body["command"].as_str().unwrap_or("?"),
+                cmd["id"].as_str().unwrap_or("?"),
+                cmd["counter"]
+            )),
+            Ok((status, v)) => say(&format!("operator  {network}/{id}: refused {status}: {v}")),
+            Err(e) => say(&format!("operator  {network}/{id}: {e}")),
+        }
+    }
+}
+
+/// Prints telemetry and command events as they arrive.
+async fn watch_events(host: &str, port: u16) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let (c, mut eventloop) = client(host, port, "demo-watch");
+    Ok(tokio::spawn(async move {
+        let created: Mutex<HashMap<String, Instant>> = Mutex::new(HashMap::new());
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = c
+                        .subscribe("longproto/v1/+/+/telemetry", QoS::AtLeastOnce)
+                        .await;
+                    let _ = c
+                        .subscribe("longproto/v1/+/+/command-events", QoS::AtLeastOnce)
+                        .await;
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let Ok(v) = serde_json::from_slice::<Value>(&p.payload) else {
+                        continue;
+                    };
+                    let device = p
+                        .topic
+                        .split('/')
+                        .skip(2)
+                        .take(2)
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    if p.topic.ends_with("/telemetry") {
+                        say(&format!("telemetry {device}: {}", summary(&v)));
+                    } else {
+                        let id = v["command_id"].as_str().unwrap_or("?").to_owned();
+                        let state = v["state"].as_str().unwrap_or("?");
+                        let mut c = created.lock().unwrap_or_else(|e| e.into_inner());
+                        let t0 = *c.entry(id.clone()).or_insert_with(Instant::now);
+                        let reason = v["reason"]
+                            .as_str()
+                            .map(|r| format!(" ({r})"))
+                            .unwrap_or_default();
+                        say(&format!(
+                            "command   {device}: {id} {state} after {:.1} s{reason}",
+                            t0.elapsed().as_secs_f64()
+                        ));
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }))
+}
+
+fn summary(t: &Value) -> String {
+    let mut parts = Vec::new();
+    for r in t["records"].as_array().into_iter().flatten() {
+        match r["kind"].as_str() {
+            Some("status") => parts.push(format!(
+                "{} soc {}% {:.5},{:.5} {} km/h",
+                if r["locked"] == true {
+                    "locked"
+                } else {
+                    "unlocked"
+                },
+                r["soc_pct"],
+                r["latitude"].as_f64().unwrap_or(0.0),
+                r["longitude"].as_f64().unwrap_or(0.0),
+                r["speed_kmh"]
+            )),
+            Some("ack") => parts.push(format!(
+                "ack #{} {}",
+                r["counter"],
+                r["result"].as_str().unwrap_or("?")
+            )),
+            Some(k) => parts.push(k.to_owned()),
+            None => {}
+        }
+    }
+    if let Some(e) = t.get("error") {
+        parts.push(format!("error: {}", e["message"]));
+    }
+    parts.join(", ")
+}
