@@ -50,6 +50,27 @@ failed=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$summary")
 step "test vectors agree with the reference encoder (tools/wire_vectors.py)"
 python3 tools/wire_vectors.py --check
 
+step "deploy: the example configuration is valid and is what 'configfile' prints"
+cargo build -p longproto-bridge --locked
+bridge=target/debug/longproto-bridge
+"$bridge" check-config -c deploy/longproto-bridge.toml
+diff -u deploy/longproto-bridge.toml <("$bridge" configfile)
+
+step "deploy: systemd-analyze verify (silent) and security (exposure <= 2.0)"
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
+fi
+unit_dir=$(mktemp -d)
+sed "s#/usr/bin/longproto-bridge#$PWD/$bridge#" deploy/longproto-bridge.service > "$unit_dir/longproto-bridge.service"
+verify=$(systemd-analyze verify "$unit_dir/longproto-bridge.service" 2>&1)
+if [ -n "$verify" ]; then
+    echo "systemd-analyze verify is not silent:"; echo "$verify"; exit 1
+fi
+exposure=$(systemd-analyze security --offline=true "$unit_dir/longproto-bridge.service" | sed -nE 's/.*Overall exposure level for [^:]*: ([0-9.]+).*/\1/p')
+echo "exposure: ${exposure:-unknown}"
+awk -v e="$exposure" 'BEGIN { exit !(e != "" && e + 0 <= 2.0) }' || { echo "exposure ${exposure:-unknown} is over 2.0"; exit 1; }
+
 step "device-node for thumbv6m-none-eabi (no_std, no alloc)"
 cargo build -p device-node --target thumbv6m-none-eabi --release --locked
 

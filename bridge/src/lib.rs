@@ -20,6 +20,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod mqtt;
+pub mod notify;
 pub mod pipeline;
 pub mod service;
 pub mod sigfox;

@@ -33,6 +33,7 @@ pub struct Bridge {
     metrics: Arc<Metrics>,
     pipeline: Arc<Pipeline>,
     commands: Arc<Commands>,
+    mqtt: ConnectionState,
 }
 
 /// What the dispatcher routes incoming messages to.
@@ -135,7 +136,7 @@ impl Bridge {
         let app = http::router(AppState::new(
             &settings,
             metrics.clone(),
-            connection_state,
+            connection_state.clone(),
             pipeline.clone(),
             commands.clone(),
             chirpstack,
@@ -180,6 +181,7 @@ impl Bridge {
             metrics,
             pipeline,
             commands,
+            mqtt: connection_state,
         })
     }
 
@@ -201,6 +203,12 @@ impl Bridge {
     /// The command queue.
     pub fn commands(&self) -> &Arc<Commands> {
         &self.commands
+    }
+
+    /// Whether the broker connection and the store are up.
+    pub async fn healthy(&self) -> bool {
+        use crate::commands::store::CommandStore;
+        self.mqtt.is_connected() && self.commands.store().ping().await
     }
 
     /// Stops taking messages and requests, finishes the ones in flight, publishes
@@ -332,9 +340,39 @@ async fn command_request(routes: &Routes, device: Result<DeviceId, (&str, &str)>
 }
 
 /// Runs the service until SIGTERM or SIGINT; a second signal exits at once.
+///
+/// Under systemd (`Type=notify`) it reports `READY=1` once the broker and the store are
+/// up, pets the watchdog while the store answers, and reports `STOPPING=1` on the way
+/// out.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let bridge = Bridge::start(settings).await?;
+    let bridge = Arc::new(Bridge::start(settings).await?);
+    let health = {
+        let bridge = bridge.clone();
+        tokio::spawn(async move {
+            while !bridge.healthy().await {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            crate::notify::notify("READY=1");
+            tracing::info!("ready: connected to the broker, store open");
+            let Some(interval) = crate::notify::watchdog_interval() else {
+                return;
+            };
+            loop {
+                tokio::time::sleep(interval / 2).await;
+                // the broker may come and go (the bridge reconnects by itself); a store
+                // that stops answering is what a restart can mend
+                use crate::commands::store::CommandStore;
+                if bridge.commands().store().ping().await {
+                    crate::notify::notify("WATCHDOG=1");
+                }
+            }
+        })
+    };
     wait_for_signal().await?;
+    crate::notify::notify("STOPPING=1");
+    health.abort();
+    let _ = health.await;
+    let bridge = Arc::into_inner(bridge).context("the bridge is still shared")?;
     tracing::info!("stopping: finishing messages in flight (a second signal exits at once)");
     tokio::spawn(async {
         if wait_for_signal().await.is_ok() {
