@@ -50,22 +50,6 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
-/// The bridge's histogram: the bucket bound below which a fraction `p` of the samples fall.
-fn hist_quantile(metrics: &str, name: &str, p: f64) -> Option<f64> {
-    let b: Vec<(f64, u64)> = metrics
-        .lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix(&format!("{name}_bucket{{le=\""))?;
-            let (le, c) = rest.split_once("\"} ")?;
-            Some((le.parse().unwrap_or(f64::INFINITY), c.trim().parse().ok()?))
-        })
-        .collect();
-    let total = b.last()?.1;
-    b.iter()
-        .find(|(_, c)| *c as f64 >= p * total as f64)
-        .map(|(le, _)| *le)
-}
-
 async fn downlink_latency(rate: u64, with_commands: u64) {
     let broker = Mosquitto::start();
     let mut s = settings(&broker, &format!("bench-down-{rate}"));
@@ -152,8 +136,13 @@ async fn downlink_latency(rate: u64, with_commands: u64) {
         .count();
     let metrics = bridge.metrics().render();
     let own = |p| {
-        hist_quantile(&metrics, "longproto_uplink_downlink_latency_seconds", p)
-            .map_or("?".into(), |s| format!("{:.2} ms", s * 1e3))
+        histogram_quantile(
+            &metrics,
+            None,
+            "longproto_uplink_downlink_latency_seconds",
+            p,
+        )
+        .map_or("?".into(), |s| format!("{:.2} ms", s * 1e3))
     };
     println!(
         "{rate:>5} uplinks/s, {with_commands:>4} of {} devices with a command: {} downlinks | end to end p50 {} p99 {} max {} | within 90 ms: {within} | bridge's own p50 ≤ {} p99 ≤ {}",

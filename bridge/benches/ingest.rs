@@ -162,34 +162,6 @@ struct Run {
     delivered: usize,
 }
 
-/// Bucket counts of the bridge's ingest→publish histogram, from its /metrics text.
-fn buckets(metrics: &str) -> Vec<(f64, u64)> {
-    metrics
-        .lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix("longproto_ingest_publish_latency_seconds_bucket{le=\"")?;
-            let (le, count) = rest.split_once("\"} ")?;
-            Some((
-                le.parse().unwrap_or(f64::INFINITY),
-                count.trim().parse().ok()?,
-            ))
-        })
-        .collect()
-}
-
-/// The upper bound of the bucket holding the p-th quantile of (after − before).
-fn quantile(before: &[(f64, u64)], after: &[(f64, u64)], p: f64) -> Option<f64> {
-    let diff: Vec<(f64, u64)> = after
-        .iter()
-        .zip(before)
-        .map(|(a, b)| (a.0, a.1 - b.1))
-        .collect();
-    let total = diff.last()?.1;
-    diff.iter()
-        .find(|(_, c)| *c as f64 >= p * total as f64)
-        .map(|(le, _)| *le)
-}
-
 async fn measure(
     broker: &Mosquitto,
     n_burst: u64,
@@ -229,7 +201,7 @@ async fn measure(
     arrived.lock().unwrap().clear();
 
     // 2. latency at a fixed rate
-    let before = bridge.map(|b| buckets(&b.metrics().render()));
+    let before = bridge.map(|b| b.metrics().render());
     let n = rate * secs;
     let mut sent = HashMap::with_capacity(n as usize);
     let base = n_burst + 1_000_000;
@@ -251,9 +223,14 @@ async fn measure(
         }
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let internal_p99 = bridge
-        .zip(before)
-        .and_then(|(b, before)| quantile(&before, &buckets(&b.metrics().render()), 0.99));
+    let internal_p99 = bridge.zip(before).and_then(|(b, before)| {
+        histogram_quantile(
+            &b.metrics().render(),
+            Some(&before),
+            "longproto_ingest_publish_latency_seconds",
+            0.99,
+        )
+    });
     let arrived = arrived.lock().unwrap();
     let mut lat: Vec<Duration> = sent
         .iter()

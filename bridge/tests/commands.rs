@@ -312,21 +312,8 @@ async fn chirpstack_logs_expire_or_fail_a_downlink_and_device_acks_reject() {
 async fn an_expired_command_is_never_handed_to_chirpstack() {
     let broker = Mosquitto::start();
     let clock = ManualClock::at(1_750_000_000_000);
-    let bridge = {
-        let s = settings(&broker, "bridge-expiry");
-        let root = s.mqtt.topic_root.clone();
-        let b = Bridge::start_with_clock(s, clock.clone()).await.unwrap();
-        let mut w =
-            Watcher::new(&broker, "ready-expiry", &[&format!("{root}/bridge/status")]).await;
-        while w
-            .next_where(Duration::from_secs(10), |_| true)
-            .await
-            .expect("online")
-            .1
-            != b"online"
-        {}
-        b
-    };
+    let bridge =
+        start_bridge_with_clock(&broker, settings(&broker, "bridge-expiry"), clock.clone()).await;
     let mut cs = ChirpstackDouble::new(&broker, "app-1").await;
     let mut events = Watcher::new(
         &broker,

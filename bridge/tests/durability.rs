@@ -21,16 +21,12 @@ impl Binary {
             .local_addr()
             .unwrap()
             .port();
-        let config = dir.path().join("bridge.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[mqtt]\nserver = \"{}\"\nclient_id = \"bridge-kill9\"\n[http]\nbind = \"127.0.0.1:{port}\"\napi_tokens = [\"{TOKEN}\"]\n[storage]\nurl = \"sqlite://{}/bridge.db\"\n",
-                broker.url(),
-                dir.path().display()
-            ),
-        )
-        .unwrap();
+        let config = write_config(
+            dir.path(),
+            broker,
+            "bridge-kill9",
+            &format!("127.0.0.1:{port}"),
+        );
         Binary {
             config,
             addr: ([127, 0, 0, 1], port).into(),
@@ -50,22 +46,6 @@ impl Binary {
         wait_status(broker, b"online").await;
         child
     }
-}
-
-async fn wait_status(broker: &Mosquitto, want: &[u8]) {
-    let mut w = Watcher::new(
-        broker,
-        &format!("status-{}", uuid_like()),
-        &["longproto/v1/bridge/status"],
-    )
-    .await;
-    while w
-        .next_where(Duration::from_secs(10), |_| true)
-        .await
-        .expect("a bridge status")
-        .1
-        != want
-    {}
 }
 
 async fn kill9(broker: &Mosquitto, child: &mut Child) {

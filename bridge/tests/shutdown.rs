@@ -27,24 +27,6 @@ fn sigterm(child: &std::process::Child) {
         .status();
 }
 
-async fn wait_status(broker: &Mosquitto, want: &[u8]) {
-    let mut w = Watcher::new(
-        broker,
-        &format!("status-{}", uuid_like()),
-        &["longproto/v1/bridge/status"],
-    )
-    .await;
-    loop {
-        let (_, p, _) = w
-            .next_where(Duration::from_secs(10), |_| true)
-            .await
-            .expect("a bridge status");
-        if p == want {
-            return;
-        }
-    }
-}
-
 fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + within;
     loop {
@@ -70,16 +52,7 @@ fn count(seen: &mut BTreeMap<u64, u32>, payload: &[u8]) {
 async fn sigterm_finishes_in_flight_publishes_offline_and_exits_0() {
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("bridge.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[mqtt]\nserver = \"{}\"\nclient_id = \"bridge-sigterm\"\n[http]\nbind = \"127.0.0.1:0\"\n[storage]\nurl = \"sqlite://{}/bridge.db\"\n",
-            broker.url(),
-            dir.path().display()
-        ),
-    )
-    .unwrap();
+    let config = write_config(dir.path(), &broker, "bridge-sigterm", "127.0.0.1:0");
     let mut watch = Watcher::new(&broker, "watch-sigterm", &["longproto/v1/+/+/telemetry"]).await;
     let mut child = spawn_bridge(&config);
     wait_status(&broker, b"online").await;
@@ -172,16 +145,7 @@ async fn systemd_hears_ready_watchdog_and_stopping() {
     socket
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let config = dir.path().join("bridge.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[mqtt]\nserver = \"{}\"\nclient_id = \"bridge-notify\"\n[http]\nbind = \"127.0.0.1:0\"\n[storage]\nurl = \"sqlite://{}/bridge.db\"\n",
-            broker.url(),
-            dir.path().display()
-        ),
-    )
-    .unwrap();
+    let config = write_config(dir.path(), &broker, "bridge-notify", "127.0.0.1:0");
     let mut child = Command::new(env!("CARGO_BIN_EXE_longproto-bridge"))
         .arg("-c")
         .arg(&config)

@@ -75,25 +75,10 @@ async fn sigfox_bridge(
 ) -> Bridge {
     let mut s = settings(broker, name);
     s.sigfox.daily_downlinks = daily;
-    let root = s.mqtt.topic_root.clone();
-    let bridge = match clock {
-        Some(c) => Bridge::start_with_clock(s, c).await.unwrap(),
-        None => Bridge::start(s).await.unwrap(),
-    };
-    let mut w = Watcher::new(
-        broker,
-        &format!("ready-{}", uuid_like()),
-        &[&format!("{root}/bridge/status")],
-    )
-    .await;
-    while w
-        .next_where(Duration::from_secs(10), |_| true)
-        .await
-        .expect("online")
-        .1
-        != b"online"
-    {}
-    bridge
+    match clock {
+        Some(c) => start_bridge_with_clock(broker, s, c).await,
+        None => start_bridge(broker, s).await,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -329,16 +314,7 @@ async fn every_acknowledge_code_does_what_it_says() {
     let broker = Mosquitto::start();
     let mut s = settings(&broker, "bridge-sf-codes");
     s.commands.max_attempts = 10;
-    let root = s.mqtt.topic_root.clone();
-    let bridge = Bridge::start(s).await.unwrap();
-    let mut w = Watcher::new(&broker, "ready-codes", &[&format!("{root}/bridge/status")]).await;
-    while w
-        .next_where(Duration::from_secs(10), |_| true)
-        .await
-        .unwrap()
-        .1
-        != b"online"
-    {}
+    let bridge = start_bridge(&broker, s).await;
     let mut events = Watcher::new(
         &broker,
         "events-codes",

@@ -252,24 +252,8 @@ pub const SIGFOX_SECRET: &str = "sigfox-secret-0123456789";
 /// Starts a bridge and waits until its retained status is `online` (so its
 /// subscriptions are in place).
 pub async fn start_bridge(broker: &Mosquitto, settings: gateway_config::Settings) -> Bridge {
-    let root = settings.mqtt.topic_root.clone();
     let bridge = Bridge::start(settings).await.expect("bridge starts");
-    let mut w = Watcher::new(
-        broker,
-        &format!("ready-{}", uuid_like()),
-        &[&format!("{root}/bridge/status")],
-    )
-    .await;
-    let deadline = Duration::from_secs(10);
-    loop {
-        let (_, p, _) = w
-            .next_where(deadline, |_| true)
-            .await
-            .expect("bridge status within 10 s");
-        if p == b"online" {
-            break;
-        }
-    }
+    wait_status(broker, b"online").await;
     bridge
 }
 
@@ -535,4 +519,85 @@ impl Conn {
         self.r.read_exact(&mut body).await.unwrap();
         (status, body)
     }
+}
+
+/// Waits until the retained bridge status is `want` (`online` or `offline`).
+pub async fn wait_status(broker: &Mosquitto, want: &[u8]) {
+    let mut w = Watcher::new(
+        broker,
+        &format!("status-{}", uuid_like()),
+        &["longproto/v1/bridge/status"],
+    )
+    .await;
+    while w
+        .next_where(Duration::from_secs(10), |_| true)
+        .await
+        .expect("a bridge status within 10 s")
+        .1
+        != want
+    {}
+}
+
+/// Starts a bridge on a clock of the test's and waits until it is online.
+pub async fn start_bridge_with_clock(
+    broker: &Mosquitto,
+    settings: gateway_config::Settings,
+    clock: std::sync::Arc<dyn longproto_bridge::clock::Clock>,
+) -> Bridge {
+    let bridge = Bridge::start_with_clock(settings, clock)
+        .await
+        .expect("bridge starts");
+    wait_status(broker, b"online").await;
+    bridge
+}
+
+/// Writes a configuration file for the real binary: this broker, a client id, an HTTP
+/// bind, the test token and a store in `dir`.
+pub fn write_config(
+    dir: &std::path::Path,
+    broker: &Mosquitto,
+    client_id: &str,
+    http_bind: &str,
+) -> PathBuf {
+    let config = dir.join("bridge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[mqtt]\nserver = \"{}\"\nclient_id = \"{client_id}\"\n[http]\nbind = \"{http_bind}\"\napi_tokens = [\"{TOKEN}\"]\n[storage]\nurl = \"sqlite://{}/bridge.db\"\n",
+            broker.url(),
+            dir.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// The upper bound of the bucket holding the `p`-th quantile of a Prometheus histogram in
+/// `/metrics` text (`before`: an earlier reading to subtract, to look at one phase only).
+pub fn histogram_quantile(metrics: &str, before: Option<&str>, name: &str, p: f64) -> Option<f64> {
+    let buckets = |text: &str| -> Vec<(f64, u64)> {
+        text.lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(&format!("{name}_bucket{{le=\""))?;
+                let (le, count) = rest.split_once("\"} ")?;
+                Some((
+                    le.parse().unwrap_or(f64::INFINITY),
+                    count.trim().parse().ok()?,
+                ))
+            })
+            .collect()
+    };
+    let after = buckets(metrics);
+    let before = before
+        .map(buckets)
+        .unwrap_or_else(|| after.iter().map(|(le, _)| (*le, 0)).collect());
+    let diff: Vec<(f64, u64)> = after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| (a.0, a.1 - b.1))
+        .collect();
+    let total = diff.last()?.1;
+    diff.iter()
+        .find(|(_, c)| *c as f64 >= p * total as f64)
+        .map(|(le, _)| *le)
 }
