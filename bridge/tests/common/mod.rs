@@ -17,6 +17,8 @@ pub struct Mosquitto {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Lines added to the listener (TLS files).
+    listener_extra: String,
 }
 
 fn free_port() -> u16 {
@@ -42,11 +44,17 @@ fn mosquitto_binary() -> PathBuf {
 
 impl Mosquitto {
     pub fn start() -> Self {
+        Self::start_with_listener("")
+    }
+
+    /// A broker whose listener has these extra lines (e.g. `cafile`, `certfile`, `keyfile`).
+    pub fn start_with_listener(extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut m = Mosquitto {
             port: free_port(),
             dir,
             child: None,
+            listener_extra: extra.to_owned(),
         };
         m.spawn();
         m
@@ -66,9 +74,10 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}/\n\
+                "listener {port} 127.0.0.1\n{extra}allow_anonymous true\npersistence true\npersistence_location {dir}/\n\
                  {user}max_inflight_messages 100\nmax_queued_messages 100000\nlog_dest stderr\nlog_type error\n",
                 port = self.port,
+                extra = self.listener_extra,
                 dir = self.dir.path().display(),
             ),
         )

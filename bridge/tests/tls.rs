@@ -1,0 +1,113 @@
+//! mqtts:// through a real mosquitto with a TLS listener and a CA made for the test.
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::time::Duration;
+
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    /// A CA, and a server certificate for `localhost` signed by it.
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "longproto test CA");
+        let ca =
+            rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.path().join("server.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn listener(&self) -> String {
+        format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\n",
+            self.path("ca.pem"),
+            self.path("server.pem"),
+            self.path("server.key")
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_speaks_mqtts_with_a_configured_ca() {
+    let pki = Pki::new();
+    let broker = Mosquitto::start_with_listener(&pki.listener());
+    let mut s = settings(&broker, "bridge-tls");
+    s.mqtt.server = format!("mqtts://localhost:{}", broker.port);
+    s.mqtt.ca_cert = pki.path("ca.pem");
+    let bridge = longproto_bridge::service::Bridge::start(s)
+        .await
+        .expect("starts");
+    let started = std::time::Instant::now();
+    while !bridge.healthy().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no TLS connection within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = api(
+        bridge.http_addr(),
+        "POST",
+        "/v1/devices/lorawan/70b3d57ed0051a2b/commands",
+        Some(&json!({"command": "lock"})),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_certificate_from_another_ca_is_refused() {
+    let pki = Pki::new();
+    let other = Pki::new();
+    let broker = Mosquitto::start_with_listener(&pki.listener());
+    let mut s = settings(&broker, "bridge-tls-wrong");
+    s.mqtt.server = format!("mqtts://localhost:{}", broker.port);
+    s.mqtt.ca_cert = other.path("ca.pem");
+    let bridge = longproto_bridge::service::Bridge::start(s)
+        .await
+        .expect("starts, and keeps trying");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !bridge.healthy().await,
+        "connected to a broker it cannot trust"
+    );
+    let (status, _, _) = http(bridge.http_addr(), "GET", "/healthz", &[], b"").await;
+    assert_eq!(status, 503);
+    bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_ca_file_is_a_clear_start_error() {
+    let broker = Mosquitto::start();
+    let mut s = settings(&broker, "bridge-tls-missing");
+    s.mqtt.server = format!("mqtts://localhost:{}", broker.port);
+    s.mqtt.ca_cert = "/nonexistent/ca.pem".into();
+    let err = longproto_bridge::service::Bridge::start(s)
+        .await
+        .err()
+        .expect("refuses to start");
+    assert!(
+        format!("{err:#}").contains("mqtt.ca_cert: cannot read \"/nonexistent/ca.pem\""),
+        "{err:#}"
+    );
+}
