@@ -198,9 +198,119 @@ fn fleet() -> Vec<SimDevice> {
 
 type Fleet = Arc<Mutex<Vec<SimDevice>>>;
 
-fn say(line: &str) {
+fn clock_time() -> String {
     let now = rfc3339(crate::clock::Clock::now_ms(&crate::clock::SystemClock));
-    println!("{} {line}", &now[11..19.min(now.len())]);
+    now[11..19.min(now.len())].to_owned()
+}
+
+/// A command as the live view shows it.
+#[derive(Debug, Clone)]
+struct CommandRow {
+    device: String,
+    name: String,
+    state: String,
+    since_created: f64,
+}
+
+/// What the demo shows: plain lines when the output is not a terminal; on a terminal, a
+/// screen redrawn twice a second with the fleet, the commands and the latest events.
+#[derive(Default)]
+struct Output {
+    live: bool,
+    header: Vec<String>,
+    devices: std::collections::BTreeMap<String, (String, String)>,
+    commands: Vec<(String, CommandRow)>,
+    events: std::collections::VecDeque<String>,
+}
+
+type Shared = Arc<Mutex<Output>>;
+
+impl Output {
+    fn header(&mut self, line: String) {
+        if !self.live {
+            println!("{line}");
+        }
+        self.header.push(line);
+    }
+
+    fn event(&mut self, line: String) {
+        let line = format!("{} {line}", clock_time());
+        if self.live {
+            self.events.push_back(line);
+            while self.events.len() > 8 {
+                self.events.pop_front();
+            }
+        } else {
+            println!("{line}");
+        }
+    }
+
+    fn telemetry(&mut self, device: &str, summary: String) {
+        self.devices
+            .insert(device.to_owned(), (clock_time(), summary.clone()));
+        self.event(format!("telemetry {device}: {summary}"));
+    }
+
+    fn named(&mut self, id: &str, device: &str, name: &str) {
+        self.row(id, device).name = name.to_owned();
+    }
+
+    fn row(&mut self, id: &str, device: &str) -> &mut CommandRow {
+        let i = match self.commands.iter().position(|(k, _)| k == id) {
+            Some(i) => i,
+            None => {
+                let row = CommandRow {
+                    device: device.to_owned(),
+                    name: "?".into(),
+                    state: "queued".into(),
+                    since_created: 0.0,
+                };
+                self.commands.push((id.to_owned(), row));
+                if self.commands.len() > 10 {
+                    self.commands.remove(0);
+                }
+                self.commands.len() - 1
+            }
+        };
+        &mut self.commands[i].1
+    }
+
+    fn command(&mut self, device: &str, id: &str, state: &str, seconds: f64, reason: &str) {
+        let row = self.row(id, device);
+        row.state = state.to_owned();
+        row.since_created = seconds;
+        self.event(format!(
+            "command   {device}: {id} {state} after {seconds:.1} s{reason}"
+        ));
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::from("\x1b[H\x1b[2J");
+        for h in &self.header {
+            out.push_str(h);
+            out.push('\n');
+        }
+        out.push_str("\n  device                      last report  telemetry\n");
+        for (device, (at, summary)) in &self.devices {
+            out.push_str(&format!("  {device:27} {at:12} {summary}\n"));
+        }
+        out.push_str("\n  command                               device                      what      state       latency\n");
+        for (id, r) in &self.commands {
+            out.push_str(&format!(
+                "  {id:37} {:27} {:9} {:11} {:.1} s\n",
+                r.device, r.name, r.state, r.since_created
+            ));
+        }
+        out.push_str("\n  latest\n");
+        for e in &self.events {
+            out.push_str(&format!("  {e}\n"));
+        }
+        out
+    }
+}
+
+fn say(out: &Shared, line: String) {
+    out.lock().unwrap_or_else(|e| e.into_inner()).event(line);
 }
 
 /// Runs the demo until Ctrl-C or the duration.
@@ -219,43 +329,69 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     settings.http.api_tokens.push(TOKEN.into());
     settings.sigfox.secret = SIGFOX_SECRET.into();
     settings.mqtt.state_min_interval_ms = 0;
-    let preferred = settings.http.bind.clone();
-    if std::net::TcpListener::bind(&preferred).is_err() {
-        settings.http.bind = "127.0.0.1:0".into();
-    }
     let broker_url = settings.mqtt.server.clone();
-    let bridge = Bridge::start(settings).await?;
+    // the configured port (8090) if it is free, else any free one: tried by binding, not
+    // by checking first, so two demos starting together cannot both take it
+    let bridge = match Bridge::start(settings.clone()).await {
+        Ok(b) => b,
+        Err(e) if format!("{e:#}").contains("Address already in use") => {
+            settings.http.bind = "127.0.0.1:0".into();
+            Bridge::start(settings).await?
+        }
+        Err(e) => return Err(e),
+    };
     let http = bridge.http_addr();
-    println!(
-        "longproto demo: the bridge and a simulated fleet (3 LoRaWAN class A scooters, a class C lock, a Sigfox vehicle)"
-    );
-    println!(
-        "  MQTT broker  {broker_url}{}",
-        if opts.settings.is_none() {
+    use std::io::IsTerminal;
+    let out: Shared = Arc::new(Mutex::new(Output {
+        live: std::io::stdout().is_terminal(),
+        ..Default::default()
+    }));
+    {
+        let mut o = out.lock().unwrap_or_else(|e| e.into_inner());
+        let port = broker_url.rsplit(':').next().unwrap_or("1883");
+        let embedded = if opts.settings.is_none() {
             " (embedded)"
         } else {
             ""
-        }
-    );
-    println!("  HTTP API     http://{http}   token: {TOKEN}");
-    println!("  state        {}", state_dir.path().display());
-    let port = broker_url.rsplit(':').next().unwrap_or("1883");
-    println!("play along:");
-    println!("  mosquitto_sub -p {port} -v -t 'longproto/v1/#'");
-    println!(
-        "  mosquitto_pub -p {port} -t longproto/v1/lorawan/70b3d57ed0000a02/command -m '{{\"command\":\"unlock\"}}'"
-    );
-    println!(
-        "  curl -s -H 'Authorization: Bearer {TOKEN}' -d '{{\"command\":\"locate\"}}' http://{http}/v1/devices/lorawan/70b3d57ed0000a03/commands"
-    );
-    println!("Ctrl-C stops it.\n");
+        };
+        o.header("longproto demo: the bridge and a simulated fleet (3 LoRaWAN class A scooters, a class C lock, a Sigfox vehicle)".into());
+        o.header(format!("  MQTT broker  {broker_url}{embedded}"));
+        o.header(format!("  HTTP API     http://{http}   token: {TOKEN}"));
+        o.header(format!("  state        {}", state_dir.path().display()));
+        o.header("play along:".into());
+        o.header(format!("  mosquitto_sub -p {port} -v -t 'longproto/v1/#'"));
+        o.header(format!("  mosquitto_pub -p {port} -t longproto/v1/lorawan/70b3d57ed0000a02/command -m '{{\"command\":\"unlock\"}}'"));
+        o.header(format!(
+            "  curl -s -H 'Authorization: Bearer {TOKEN}' -d '{{\"command\":\"locate\"}}' http://{http}/v1/devices/lorawan/70b3d57ed0000a03/commands"
+        ));
+        o.header("Ctrl-C stops it.".into());
+    }
+    let render = {
+        let out = out.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let screen = {
+                    let o = out.lock().unwrap_or_else(|e| e.into_inner());
+                    if !o.live {
+                        return;
+                    }
+                    o.render()
+                };
+                use std::io::Write;
+                let mut stdout = std::io::stdout().lock();
+                let _ = stdout.write_all(screen.as_bytes());
+                let _ = stdout.flush();
+            }
+        })
+    };
 
     let (host, port) = broker_host_port(&broker_url);
     let fleet: Fleet = Arc::new(Mutex::new(fleet()));
     let cs = chirpstack_double(&host, port, fleet.clone()).await?;
-    let watcher = watch_events(&host, port).await?;
+    let watcher = watch_events(&host, port, out.clone()).await?;
     let sim = tokio::spawn(simulate(fleet.clone(), cs.clone(), http));
-    let script = tokio::spawn(script(http));
+    let script = tokio::spawn(script(http, out.clone()));
 
     let stop = async {
         match opts.duration {
@@ -269,7 +405,15 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     sim.abort();
     script.abort();
     watcher.abort();
-    say("stopping");
+    render.abort();
+    {
+        let mut o = out.lock().unwrap_or_else(|e| e.into_inner());
+        if o.live {
+            print!("{}", o.render());
+            o.live = false;
+        }
+    }
+    say(&out, "stopping".into());
     bridge.shutdown().await;
     Ok(())
 }
@@ -514,7 +658,7 @@ async fn post(
 }
 
 /// The operator's side: commands through the HTTP API, a few seconds apart.
-async fn script(http: SocketAddr) {
+async fn script(http: SocketAddr, out: Shared) {
     let steps: [(u64, &str, &str, Value); 4] = [
         (
             4,
@@ -540,21 +684,30 @@ async fn script(http: SocketAddr) {
     for (at, network, id, body) in steps {
         tokio::time::sleep(Duration::from_secs(at).saturating_sub(start.elapsed())).await;
         let path = format!("/v1/devices/{network}/{id}/commands");
+        let device = format!("{network}/{id}");
+        let name = body["command"].as_str().unwrap_or("?");
         match post(http, &path, &format!("Bearer {TOKEN}"), &body).await {
-            Ok((202, cmd)) => say(&format!(
-                "operator  {network}/{id}: {} → id {} (counter {})",
-                body["command"].as_str().unwrap_or("?"),
-                cmd["id"].as_str().unwrap_or("?"),
-                cmd["counter"]
-            )),
-            Ok((status, v)) => say(&format!("operator  {network}/{id}: refused {status}: {v}")),
-            Err(e) => say(&format!("operator  {network}/{id}: {e}")),
+            Ok((202, cmd)) => {
+                let cid = cmd["id"].as_str().unwrap_or("?");
+                let mut o = out.lock().unwrap_or_else(|e| e.into_inner());
+                o.named(cid, &device, name);
+                o.event(format!(
+                    "operator  {device}: {name} → id {cid} (counter {})",
+                    cmd["counter"]
+                ));
+            }
+            Ok((status, v)) => say(&out, format!("operator  {device}: refused {status}: {v}")),
+            Err(e) => say(&out, format!("operator  {device}: {e}")),
         }
     }
 }
 
 /// Prints telemetry and command events as they arrive.
-async fn watch_events(host: &str, port: u16) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+async fn watch_events(
+    host: &str,
+    port: u16,
+    out: Shared,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let (c, mut eventloop) = client(host, port, "demo-watch");
     Ok(tokio::spawn(async move {
         let created: Mutex<HashMap<String, Instant>> = Mutex::new(HashMap::new());
@@ -580,20 +733,25 @@ async fn watch_events(host: &str, port: u16) -> anyhow::Result<tokio::task::Join
                         .collect::<Vec<_>>()
                         .join("/");
                     if p.topic.ends_with("/telemetry") {
-                        say(&format!("telemetry {device}: {}", summary(&v)));
+                        out.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .telemetry(&device, summary(&v));
                     } else {
                         let id = v["command_id"].as_str().unwrap_or("?").to_owned();
                         let state = v["state"].as_str().unwrap_or("?");
-                        let mut c = created.lock().unwrap_or_else(|e| e.into_inner());
-                        let t0 = *c.entry(id.clone()).or_insert_with(Instant::now);
+                        let t0 = *created
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .entry(id.clone())
+                            .or_insert_with(Instant::now);
                         let reason = v["reason"]
                             .as_str()
                             .map(|r| format!(" ({r})"))
                             .unwrap_or_default();
-                        say(&format!(
-                            "command   {device}: {id} {state} after {:.1} s{reason}",
-                            t0.elapsed().as_secs_f64()
-                        ));
+                        let seconds = t0.elapsed().as_secs_f64();
+                        out.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .command(&device, &id, state, seconds, &reason);
                     }
                 }
                 Ok(_) => {}

@@ -43,3 +43,34 @@ fn the_demo_takes_commands_to_executed_on_every_network() {
         "the demo logged problems:\n{stderr}"
     );
 }
+
+#[test]
+fn on_a_terminal_the_demo_redraws_a_live_view() {
+    // `script` runs the demo under a real pseudo-terminal
+    let command = format!(
+        "{} demo --duration-s 16",
+        env!("CARGO_BIN_EXE_longproto-bridge")
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("script runs");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "exit {:?}\n{screen}", out.status);
+    let frames = screen.matches("\x1b[H\x1b[2J").count();
+    assert!(frames >= 10, "{frames} redraws in 16 s");
+    let last = screen.rsplit("\x1b[H\x1b[2J").next().unwrap();
+    assert!(
+        last.contains("device") && last.contains("lorawan/70b3d57ed0000c01"),
+        "the fleet table:\n{last}"
+    );
+    let row = last
+        .lines()
+        .find(|l| l.contains("lorawan/70b3d57ed0000c01") && l.contains("locate"))
+        .unwrap_or_else(|| panic!("no locate row:\n{last}"));
+    assert!(
+        row.contains("executed"),
+        "the class C locate reached executed on screen:\n{last}"
+    );
+}
