@@ -49,6 +49,15 @@ pub struct EventLabels {
     pub event: String,
 }
 
+/// Labels of command state changes.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    /// lorawan, sigfox, ...
+    pub network: &'static str,
+    /// The new state.
+    pub state: &'static str,
+}
+
 /// Every metric of the bridge.
 pub struct Metrics {
     registry: Registry,
@@ -72,6 +81,10 @@ pub struct Metrics {
     pub ingest_latency: Histogram,
     /// From receiving a class A uplink to handing the downlink for its window to the client.
     pub downlink_latency: Histogram,
+    /// Command state changes, by network and new state.
+    pub command_states: Family<CommandLabels, Counter>,
+    /// From a command's creation to its final state (executed, rejected, expired, ...).
+    pub command_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -97,6 +110,9 @@ impl Metrics {
             // 100 µs .. ~0.6 s in steps of 25 %, fine enough to read a p99 against 5 ms
             ingest_latency: Histogram::new(exponential_buckets(0.000_1, 1.25, 40)),
             downlink_latency: Histogram::new(exponential_buckets(0.000_1, 1.25, 40)),
+            command_states: Family::default(),
+            // 100 ms .. ~1 day
+            command_duration: Histogram::new(exponential_buckets(0.1, 2.0, 20)),
         };
         registry.register(
             "uplinks_received",
@@ -147,6 +163,16 @@ impl Metrics {
             "uplink_downlink_latency_seconds",
             "From receiving a class A uplink to publishing the downlink for its receive window",
             m.downlink_latency.clone(),
+        );
+        registry.register(
+            "command_states",
+            "Command state changes, by network and new state",
+            m.command_states.clone(),
+        );
+        registry.register(
+            "command_duration_seconds",
+            "From a command's creation to its final state",
+            m.command_duration.clone(),
         );
         Metrics { registry, ..m }
     }

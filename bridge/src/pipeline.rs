@@ -277,6 +277,11 @@ impl Pipeline {
         }
     }
 
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// The publisher, for adapters that publish network-specific topics.
     pub fn publisher(&self) -> &Publisher {
         &self.publisher

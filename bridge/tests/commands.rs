@@ -122,6 +122,17 @@ async fn a_class_a_uplink_takes_the_command_to_executed() {
     )
     .await;
     assert_eq!(state["pending_commands"], 0, "{state}");
+    let (_, _, metrics) = http(bridge.http_addr(), "GET", "/metrics", &[], b"").await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    for state in ["queued", "scheduled", "sent", "delivered", "executed"] {
+        let line =
+            format!("longproto_command_states_total{{network=\"lorawan\",state=\"{state}\"}} 1");
+        assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
+    }
+    assert!(
+        metrics.contains("longproto_command_duration_seconds_count 1"),
+        "{metrics}"
+    );
     // nothing more goes out: a delivered command is never resent
     cs.up(EUI, 5, 3, ACK_NONE).await;
     assert!(cs.next_down(Duration::from_millis(500)).await.is_none());

@@ -85,6 +85,7 @@ pub struct Commands {
     publisher: Publisher,
     pipeline: Arc<Pipeline>,
     settings: CommandSettings,
+    metrics: Arc<crate::metrics::Metrics>,
     /// Devices that may have queued commands: an uplink of any other device costs no
     /// store query, which keeps the class A path fast.
     queued: Mutex<HashSet<DeviceId>>,
@@ -102,12 +103,14 @@ impl Commands {
         settings: CommandSettings,
     ) -> Result<Self, StoreError> {
         let queued = store.devices_with_queued().await?.into_iter().collect();
+        let metrics = pipeline.metrics().clone();
         Ok(Commands {
             store,
             clock,
             publisher,
             pipeline,
             settings,
+            metrics,
             queued: Mutex::new(queued),
         })
     }
@@ -508,6 +511,16 @@ impl Commands {
     }
 
     async fn announce(&self, cmd: &Command, entry: &HistoryEntry) {
+        let labels = crate::metrics::CommandLabels {
+            network: cmd.device.network.name(),
+            state: entry.state.name(),
+        };
+        self.metrics.command_states.get_or_create(&labels).inc();
+        if entry.state.is_final() {
+            self.metrics
+                .command_duration
+                .observe((entry.at - cmd.created_at).max(0) as f64 / 1000.0);
+        }
         tracing::info!(command = cmd.id, device = %cmd.device, state = %entry.state, reason = entry.reason.as_deref(), "command state");
         let topic = format!(
             "{}/command-events",
