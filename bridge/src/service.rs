@@ -242,6 +242,10 @@ where
 /// Hands each incoming message to its handler, then acknowledges it to the broker, so a
 /// message is only acknowledged once its results are queued for publishing. On stop it
 /// closes the channel (the connection stops forwarding) and finishes what it holds.
+///
+/// One message at a time: MQTT 3.1.1 requires PUBACKs in the order the messages arrived
+/// (MQTT-4.6.0-2). mosquitto tolerates other orders, rumqttd closes the connection.
+/// Handling devices in parallel needs an acknowledgement sequencer first.
 async fn dispatch(
     mut rx: mpsc::UnboundedReceiver<Incoming>,
     mut stop: watch::Receiver<bool>,
