@@ -74,3 +74,38 @@ fn on_a_terminal_the_demo_redraws_a_live_view() {
         "the class C locate reached executed on screen:\n{last}"
     );
 }
+
+#[test]
+fn ctrl_c_ends_the_demo_cleanly() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_longproto-bridge"))
+        .args(["demo"])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the demo runs");
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let _ = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demo did not stop within 15 s of Ctrl-C"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        status.success(),
+        "exit {status:?}\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.trim_end().ends_with("stopping"), "{stdout}");
+}
