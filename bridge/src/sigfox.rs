@@ -299,8 +299,12 @@ async fn take_quota(s: &AppState, device: &DeviceId, day: i64) -> bool {
 /// Writes "daily quota used up" into the history of the device's queued commands, once
 /// a day.
 async fn note_quota(s: &AppState, device: &DeviceId, day: i64) {
-    if !lock(&s.sigfox.quota_noted).insert((device.clone(), day)) {
-        return;
+    {
+        let mut noted = lock(&s.sigfox.quota_noted);
+        noted.retain(|(_, d)| *d >= day); // only today's notes matter
+        if !noted.insert((device.clone(), day)) {
+            return;
+        }
     }
     let reason = format!(
         "waiting: the daily downlink quota ({}) is used up",
