@@ -7,7 +7,7 @@ use crate::metrics::{FailureLabels, Metrics, NetworkLabels, UplinkLabels};
 use crate::mqtt::Publisher;
 use crate::state::DeviceState;
 use gateway_config::CodecSettings;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,6 +34,29 @@ pub struct Uplink {
     pub meta: Map<String, Value>,
     /// Network facts kept in the device state.
     pub network_facts: Map<String, Value>,
+}
+
+/// A telemetry message, serialised from borrowed parts (the field order is the
+/// contract's: device, network, received_at, codec, fport, records, raw_hex, meta, error).
+#[derive(serde::Serialize)]
+struct TelemetryOut<'a> {
+    device: &'a str,
+    network: &'static str,
+    received_at: &'a str,
+    codec: &'static str,
+    fport: Option<u8>,
+    records: &'a [Value],
+    raw_hex: &'a str,
+    meta: &'a Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorOut<'a>>,
+}
+
+/// The `error` of a payload that did not decode.
+#[derive(serde::Serialize)]
+struct ErrorOut<'a> {
+    kind: &'static str,
+    message: &'a str,
 }
 
 /// The keys `[codecs]` can match, besides the device.
@@ -308,46 +331,47 @@ impl Pipeline {
         }
         let codec = self.codecs.codec_for(&up.device, &up.codec_keys);
         let received_at = now_rfc3339();
-        let mut telemetry = json!({
-            "device": up.device.to_string(),
-            "network": network,
-            "received_at": received_at,
-            "codec": codec.name(),
-            "fport": up.fport,
-            "records": [],
-            "raw_hex": hex::encode(&up.payload),
-            "meta": up.meta,
-        });
-        let records = match codec.decode_uplink(&up.payload, up.fport) {
+        let (records, error) = match codec.decode_uplink(&up.payload, up.fport) {
             Ok(records) => {
-                self.metrics
-                    .uplinks_decoded
-                    .get_or_create(&UplinkLabels {
-                        network,
-                        codec: codec.name(),
-                    })
-                    .inc();
-                telemetry["records"] = Value::Array(records.clone());
-                records
+                let labels = UplinkLabels {
+                    network,
+                    codec: codec.name(),
+                };
+                self.metrics.uplinks_decoded.get_or_create(&labels).inc();
+                (records, None)
             }
             Err(e) => {
-                self.metrics
-                    .uplinks_failed
-                    .get_or_create(&FailureLabels {
-                        network,
-                        codec: codec.name(),
-                        kind: e.kind,
-                    })
-                    .inc();
+                let labels = FailureLabels {
+                    network,
+                    codec: codec.name(),
+                    kind: e.kind,
+                };
+                self.metrics.uplinks_failed.get_or_create(&labels).inc();
                 self.log_failure(&up.device, codec, &e.message, &up.payload);
-                telemetry["error"] = json!({"kind": e.kind, "message": e.message});
-                Vec::new()
+                (Vec::new(), Some(e))
             }
         };
-
+        // serialised from borrowed parts: no Value tree, no copy of the records
+        let device = up.device.to_string();
+        let raw_hex = hex::encode(&up.payload);
+        let telemetry = TelemetryOut {
+            device: &device,
+            network,
+            received_at: &received_at,
+            codec: codec.name(),
+            fport: up.fport,
+            records: &records,
+            raw_hex: &raw_hex,
+            meta: &up.meta,
+            error: error.as_ref().map(|e| ErrorOut {
+                kind: e.kind,
+                message: &e.message,
+            }),
+        };
         let base = self.publisher.device_topic(&up.device);
+        let bytes = serde_json::to_vec(&telemetry).unwrap_or_default();
         self.publisher
-            .publish_json(&format!("{base}/telemetry"), &telemetry, false)
+            .publish(&format!("{base}/telemetry"), bytes, false)
             .await;
         self.metrics
             .ingest_latency

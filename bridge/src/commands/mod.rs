@@ -89,6 +89,9 @@ pub struct Commands {
     /// Devices that may have queued commands: an uplink of any other device costs no
     /// store query, which keeps the class A path fast.
     queued: Mutex<HashSet<DeviceId>>,
+    /// Devices that may have commands not yet final: only their acknowledgement records
+    /// are looked up in the store (anyone can send an ack record; it costs nothing then).
+    commanded: Mutex<HashSet<DeviceId>>,
 }
 
 const REQUEST_FIELDS: [&str; 5] = ["id", "command", "args", "ttl_s", "confirmed"];
@@ -103,6 +106,11 @@ impl Commands {
         settings: CommandSettings,
     ) -> Result<Self, StoreError> {
         let queued = store.devices_with_queued().await?.into_iter().collect();
+        let commanded = store
+            .devices_with_open_commands()
+            .await?
+            .into_iter()
+            .collect();
         let metrics = pipeline.metrics().clone();
         Ok(Commands {
             store,
@@ -112,6 +120,7 @@ impl Commands {
             settings,
             metrics,
             queued: Mutex::new(queued),
+            commanded: Mutex::new(commanded),
         })
     }
 
@@ -142,6 +151,7 @@ impl Commands {
             Created::Existing(cmd) => Ok((cmd, false)),
             Created::New(cmd, entry) => {
                 lock(&self.queued).insert(device.clone());
+                lock(&self.commanded).insert(device.clone());
                 self.announce(&cmd, &entry).await;
                 self.refresh_pending(device).await;
                 Ok((cmd, true))
@@ -323,6 +333,10 @@ impl Commands {
         ) else {
             return;
         };
+        if !lock(&self.commanded).contains(device) {
+            tracing::debug!(device = %device, counter, "acknowledgement from a device with no open command");
+            return;
+        }
         let cmd = match self.store.by_counter(device, counter as u16).await {
             Ok(Some(c)) => c,
             Ok(None) => {

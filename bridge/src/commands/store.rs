@@ -109,6 +109,8 @@ pub trait CommandStore: Send + Sync + 'static {
     ) -> impl Future<Output = R<Option<Command>>> + Send;
     /// Expires every open command past its time.
     fn expire_due(&self, now: i64) -> impl Future<Output = R<Vec<(Command, HistoryEntry)>>> + Send;
+    /// Devices with commands not yet in a final state (they may still acknowledge one).
+    fn devices_with_open_commands(&self) -> impl Future<Output = R<Vec<DeviceId>>> + Send;
     /// Devices with queued commands (to rebuild the scheduler's index after a restart).
     fn devices_with_queued(&self) -> impl Future<Output = R<Vec<DeviceId>>> + Send;
     /// Commands of a device still on their way.
@@ -514,6 +516,21 @@ impl CommandStore for SqliteStore {
                 Ok((c, e))
             })
             .collect()
+    }
+
+    async fn devices_with_open_commands(&self) -> R<Vec<DeviceId>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT device FROM commands WHERE state IN ('queued', 'scheduled', 'sent', 'delivered')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|d| {
+                d.split_once('/')
+                    .and_then(|(n, i)| DeviceId::parse(n, i).ok())
+            })
+            .collect())
     }
 
     async fn devices_with_queued(&self) -> R<Vec<DeviceId>> {
