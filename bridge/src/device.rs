@@ -84,6 +84,12 @@ impl DeviceId {
         })
     }
 
+    /// Parses the `{network}/{id}` form (as [`fmt::Display`] writes it and the store keeps it).
+    pub fn parse_path(s: &str) -> Result<Self, DeviceIdError> {
+        let (network, id) = s.split_once('/').unwrap_or((s, ""));
+        DeviceId::parse(network, id)
+    }
+
     /// Parses a network name and an id, as in a URL or a topic.
     pub fn parse(network: &str, id: &str) -> Result<Self, DeviceIdError> {
         let network = Network::from_name(network)
@@ -108,6 +114,11 @@ mod tests {
         assert_eq!(d.to_string(), "lorawan/70b3d57ed0051a2b");
         assert_eq!(DeviceId::parse("sigfox", "1A2B3C").unwrap().id, "1a2b3c");
         assert!(DeviceId::parse("lorawan", "70b3").is_err());
+        assert_eq!(
+            DeviceId::parse_path("sigfox/1A2B").unwrap().to_string(),
+            "sigfox/1a2b"
+        );
+        assert!(DeviceId::parse_path("sigfox").is_err());
         assert!(DeviceId::parse("sigfox", "123456789").is_err());
         assert!(DeviceId::parse("sigfox", "12x4").is_err());
         assert_eq!(

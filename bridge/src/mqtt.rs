@@ -41,16 +41,6 @@ impl Publisher {
         format!("{}/{}/{}", self.root, device.network, device.id)
     }
 
-    /// The topic root.
-    pub fn root(&self) -> &str {
-        &self.root
-    }
-
-    /// The underlying client.
-    pub fn client(&self) -> &AsyncClient {
-        &self.client
-    }
-
     /// Publishes a JSON value with QoS 1. The client queues it while the broker is away;
     /// it only fails once the connection task is gone (shutdown), which is logged.
     pub async fn publish_json(&self, topic: &str, value: &Value, retain: bool) {

@@ -417,13 +417,6 @@ impl Pipeline {
         lock(&self.states).get(device).map(|s| s.to_json(device))
     }
 
-    /// A network fact of a device (e.g. its ChirpStack application id).
-    pub fn network_fact(&self, device: &DeviceId, key: &str) -> Option<Value> {
-        lock(&self.states)
-            .get(device)
-            .and_then(|s| s.network.get(key).cloned())
-    }
-
     fn log_failure(&self, device: &DeviceId, codec: Codec, message: &str, payload: &[u8]) {
         let now = Instant::now();
         let mut logged = lock(&self.failure_logged);

@@ -441,24 +441,6 @@ impl Commands {
             .await;
     }
 
-    /// A network answer of a downlink that went nowhere (e.g. a quota): back to queued.
-    pub async fn requeue(&self, downlink_id: &str, reason: &str) {
-        let cmds = self.commands_of(downlink_id).await;
-        for cmd in cmds {
-            if self
-                .transition(
-                    &cmd.id,
-                    &[CommandState::Scheduled, CommandState::Sent],
-                    CommandState::Queued,
-                    Some(reason),
-                )
-                .await
-            {
-                lock(&self.queued).insert(cmd.device.clone());
-            }
-        }
-    }
-
     async fn commands_of(&self, downlink_id: &str) -> Vec<Command> {
         self.store.by_network_ref(downlink_id).await.unwrap_or_else(|e| {
             tracing::error!(downlink_id, error = %e, "store failed reading a downlink's commands");

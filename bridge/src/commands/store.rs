@@ -224,10 +224,7 @@ macro_rules! select_commands {
 
 fn row_to_command(row: &SqliteRow) -> R<Command> {
     let device: String = row.try_get("device")?;
-    let (network, id) = device
-        .split_once('/')
-        .ok_or_else(|| StoreError::Corrupt(device.clone()))?;
-    let device = DeviceId::parse(network, id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let device = DeviceId::parse_path(&device).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let body: String = row.try_get("body")?;
     let command =
         serde_json::from_str(&body).map_err(|e| StoreError::Corrupt(format!("{body}: {e}")))?;
@@ -526,10 +523,7 @@ impl CommandStore for SqliteStore {
         .await?;
         Ok(rows
             .iter()
-            .filter_map(|d| {
-                d.split_once('/')
-                    .and_then(|(n, i)| DeviceId::parse(n, i).ok())
-            })
+            .filter_map(|d| DeviceId::parse_path(d).ok())
             .collect())
     }
 
@@ -540,10 +534,7 @@ impl CommandStore for SqliteStore {
                 .await?;
         Ok(rows
             .iter()
-            .filter_map(|d| {
-                d.split_once('/')
-                    .and_then(|(n, i)| DeviceId::parse(n, i).ok())
-            })
+            .filter_map(|d| DeviceId::parse_path(d).ok())
             .collect())
     }
 
