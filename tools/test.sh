@@ -2,7 +2,7 @@
 # longproto's one test command, for a newcomer and for CI alike:
 #   ./tools/test.sh
 # It installs what the tests need when it is missing (mosquitto from apt, the
-# thumbv6m-none-eabi target, clippy and rustfmt), then runs every check.
+# thumbv6m-none-eabi target, clippy and rustfmt, elf2uf2-rs), then runs every check.
 # protoc needs no install: tools/protoc finds one (see .cargo/config.toml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -73,6 +73,18 @@ awk -v e="$exposure" 'BEGIN { exit !(e != "" && e + 0 <= 2.0) }' || { echo "expo
 
 step "device-node for thumbv6m-none-eabi (no_std, no alloc)"
 cargo build -p device-node --target thumbv6m-none-eabi --release --locked
+
+step "firmware: device-node/rp2040 in release, its UF2, and its size budget"
+command -v elf2uf2-rs >/dev/null 2>&1 || cargo install --locked elf2uf2-rs --no-default-features
+firmware=target/thumbv6m-none-eabi/release/longproto-node-rp2040
+(
+    cd device-node/rp2040
+    cargo fmt -- --check
+    CARGO_TARGET_DIR="$OLDPWD/target" cargo build --release --locked
+)
+elf2uf2-rs "$firmware" "$firmware.uf2"
+echo "UF2: $firmware.uf2 ($(wc -c <"$firmware.uf2") bytes)"
+python3 tools/firmware_size.py "$firmware" --flash-max $((128 * 1024)) --ram-max $((16 * 1024))
 
 step "all checks passed"
 echo "host tests: ${passed:-0} passed, ${failed:-0} failed"

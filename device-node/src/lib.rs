@@ -9,6 +9,7 @@
 //! - [`replay`]: the node's at-most-once rule for command counters;
 //! - [`cayenne`]: CayenneLPP, for off-the-shelf devices;
 //! - [`node`]: the node's logic (commands, reporting schedule, airtime budget);
+//! - [`provision`]: the flash key block that gives a node its LoRaWAN identity;
 //! - with the `serde` feature, the JSON form the bridge publishes.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
@@ -23,6 +24,7 @@ pub mod error;
 #[cfg(feature = "serde")]
 pub mod json;
 pub mod node;
+pub mod provision;
 pub mod replay;
 pub mod telemetry;
 
