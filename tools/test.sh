@@ -47,8 +47,18 @@ summary=$(grep -E 'tests run: ' "$log" | tail -n 1)
 passed=$(sed -nE 's/.* ([0-9]+) passed.*/\1/p' <<<"$summary")
 failed=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$summary")
 
-step "test vectors agree with the reference encoder (tools/wire_vectors.py)"
+step "test vectors agree with the reference encoders (tools/wire_vectors.py, tools/lorawan_vectors.py)"
 python3 tools/wire_vectors.py --check
+# the LoRaWAN reference needs AES and AES-CMAC from the `cryptography` package
+py=python3
+if ! $py -c 'import cryptography' 2>/dev/null; then
+    if /usr/bin/python3 -c 'import cryptography' 2>/dev/null; then
+        py=/usr/bin/python3
+    else
+        python3 -m pip install --quiet cryptography
+    fi
+fi
+$py tools/lorawan_vectors.py --check
 
 step "deploy: the example configuration is valid and is what 'configfile' prints"
 cargo build -p longproto-bridge --locked

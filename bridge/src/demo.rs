@@ -8,12 +8,10 @@
 //! an unlock, a locate and a lock through the real HTTP API and prints every state change
 //! with its latency, one line per event (the same on a terminal and in a file).
 use crate::clock::rfc3339;
+use crate::fleet::{Class, Fleet, Mode, Radio, SimDevice, Targets, Vehicle};
 use crate::service::Bridge;
 use anyhow::Context;
-use base64::Engine;
-use device_node::command::Command;
-use device_node::node::{Executor, Node, NodeState, Schedule};
-use device_node::telemetry::{AckResult, FixAge, Record, Saturated, Status};
+use device_node::node::Schedule;
 use gateway_config::Settings;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
@@ -101,65 +99,6 @@ fn embedded_broker() -> anyhow::Result<u16> {
     Ok(port)
 }
 
-/// A simulated vehicle's hardware.
-#[derive(Debug, Clone)]
-struct Vehicle {
-    locked: bool,
-    soc: u8,
-    lat_e7: i32,
-    lon_e7: i32,
-    odometer: u32,
-}
-
-impl Executor for Vehicle {
-    fn execute(&mut self, command: &Command) -> AckResult {
-        match command {
-            Command::Lock => self.locked = true,
-            Command::Unlock { .. } => self.locked = false,
-            _ => {}
-        }
-        AckResult::Executed
-    }
-}
-
-impl Vehicle {
-    fn status(&mut self) -> Record {
-        if !self.locked {
-            // riding: a few metres north-east, a little charge
-            self.lat_e7 += 300;
-            self.lon_e7 += 300;
-            self.odometer += 1;
-            self.soc = self.soc.saturating_sub(1).max(5);
-        }
-        Record::Status(Status {
-            latitude_e7: self.lat_e7,
-            longitude_e7: self.lon_e7,
-            fix_age: FixAge::Under10s,
-            soc_pct: Some(self.soc),
-            locked: self.locked,
-            ignition: !self.locked,
-            charging: false,
-            speed_kmh: if self.locked { 0 } else { 14 },
-            cabin_temp_c: 19,
-            odometer_km: self.odometer,
-            saturated: Saturated::empty(),
-        })
-    }
-}
-
-struct SimDevice {
-    id: String,
-    network: &'static str,
-    class: &'static str,
-    node: Node,
-    vehicle: Vehicle,
-    f_cnt: u32,
-    /// ChirpStack's queue for this device (class A waits for an uplink).
-    queued_down: Option<(String, Vec<u8>)>,
-    /// A downlink sent and not yet acknowledged by an uplink.
-    unacked_down: Option<String>,
-}
-
 fn demo_schedule() -> Schedule {
     // compressed time, so a minute shows the whole life of a command
     Schedule {
@@ -170,33 +109,19 @@ fn demo_schedule() -> Schedule {
     }
 }
 
-fn fleet() -> Vec<SimDevice> {
-    let mk = |id: &str, network, class, lat: f64, lon: f64| SimDevice {
-        id: id.into(),
-        network,
-        class,
-        node: Node::new(demo_schedule(), NodeState::default()),
-        vehicle: Vehicle {
-            locked: true,
-            soc: 87,
-            lat_e7: (lat * 1e7) as i32,
-            lon_e7: (lon * 1e7) as i32,
-            odometer: 12_345,
-        },
-        f_cnt: 0,
-        queued_down: None,
-        unacked_down: None,
+fn demo_fleet() -> Vec<SimDevice> {
+    let mk = |id: &str, radio, lat, lon| {
+        SimDevice::new(id, radio, demo_schedule(), Vehicle::parked(lat, lon, 87))
     };
     vec![
-        mk("70b3d57ed0000a01", "lorawan", "A", 38.7223, -9.1393),
-        mk("70b3d57ed0000a02", "lorawan", "A", 38.7100, -9.1400),
-        mk("70b3d57ed0000a03", "lorawan", "A", 38.7300, -9.1500),
-        mk("70b3d57ed0000c01", "lorawan", "C", 38.7150, -9.1450),
-        mk("0051f0a1", "sigfox", "-", 38.7200, -9.1300),
+        mk("70b3d57ed0000a01", Radio::Lorawan(Class::A), 38.7223, -9.1393),
+        mk("70b3d57ed0000a02", Radio::Lorawan(Class::A), 38.7100, -9.1400),
+        mk("70b3d57ed0000a03", Radio::Lorawan(Class::A), 38.7300, -9.1500),
+        mk("70b3d57ed0000c01", Radio::Lorawan(Class::C), 38.7150, -9.1450),
+        mk("0051f0a1", Radio::Sigfox, 38.7200, -9.1300),
     ]
 }
 
-type Fleet = Arc<Mutex<Vec<SimDevice>>>;
 
 fn clock_time() -> String {
     let now = rfc3339(crate::clock::Clock::now_ms(&crate::clock::SystemClock));
@@ -387,10 +312,21 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     };
 
     let (host, port) = broker_host_port(&broker_url);
-    let fleet: Fleet = Arc::new(Mutex::new(fleet()));
-    let cs = chirpstack_double(&host, port, fleet.clone()).await?;
+    let fleet = Fleet::new(
+        demo_fleet(),
+        Targets {
+            mqtt_host: host.clone(),
+            mqtt_port: port,
+            http: Some(http),
+            sigfox_secret: SIGFOX_SECRET.into(),
+            application_id: APP.into(),
+            topic_root: "longproto/v1".into(),
+            // RX1 opens a second after the uplink
+            rx_delay: Duration::from_secs(1),
+        },
+    );
     let watcher = watch_events(&host, port, out.clone()).await?;
-    let sim = tokio::spawn(simulate(fleet.clone(), cs.clone(), http));
+    let sim = fleet.start(Mode::Integration);
     let script = tokio::spawn(script(http, out.clone()));
 
     let stop = async {
@@ -402,7 +338,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         }
     };
     stop.await;
-    sim.abort();
+    for task in &sim {
+        task.abort();
+    }
     script.abort();
     watcher.abort();
     render.abort();
@@ -434,229 +372,6 @@ fn client(host: &str, port: u16, id: &str) -> (AsyncClient, rumqttc::EventLoop) 
     AsyncClient::new(o, 1000)
 }
 
-/// ChirpStack's side: takes `command/down` into each device's queue (class C: delivered
-/// at once) and answers with txack.
-async fn chirpstack_double(host: &str, port: u16, fleet: Fleet) -> anyhow::Result<AsyncClient> {
-    let (cs, mut eventloop) = client(host, port, "demo-chirpstack");
-    let sub = cs.clone();
-    let out = cs.clone();
-    tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    let _ = sub
-                        .subscribe("application/+/device/+/command/down", QoS::AtLeastOnce)
-                        .await;
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let Ok(down) = serde_json::from_slice::<Value>(&p.payload) else {
-                        continue;
-                    };
-                    let eui = down["devEui"].as_str().unwrap_or_default().to_owned();
-                    let id = down["id"].as_str().unwrap_or_default().to_owned();
-                    let data = base64::engine::general_purpose::STANDARD
-                        .decode(down["data"].as_str().unwrap_or_default())
-                        .unwrap_or_default();
-                    let class_c = {
-                        let mut f = fleet.lock().unwrap_or_else(|e| e.into_inner());
-                        let Some(d) = f.iter_mut().find(|d| d.id == eui) else {
-                            continue;
-                        };
-                        d.queued_down = Some((id.clone(), data));
-                        d.class == "C"
-                    };
-                    if class_c {
-                        deliver(&fleet, &out, &eui).await;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        }
-    });
-    Ok(cs)
-}
-
-fn device_info(d: &SimDevice) -> Value {
-    json!({"tenantId": "demo", "applicationId": APP, "applicationName": "demo fleet", "deviceProfileId": "demo-profile",
-        "deviceName": format!("vehicle-{}", &d.id[12..]), "devEui": d.id,
-        "deviceClassEnabled": if d.class == "C" { "CLASS_C" } else { "CLASS_A" }})
-}
-
-async fn publish(cs: &AsyncClient, eui: &str, event: &str, body: Value) {
-    let topic = format!("application/{APP}/device/{eui}/event/{event}");
-    let _ = cs
-        .publish(
-            topic,
-            QoS::AtLeastOnce,
-            false,
-            serde_json::to_vec(&body).unwrap_or_default(),
-        )
-        .await;
-}
-
-/// The device's receive window: it takes ChirpStack's queued downlink, and ChirpStack
-/// reports the transmission.
-async fn deliver(fleet: &Fleet, cs: &AsyncClient, eui: &str) {
-    let (id, info) = {
-        let mut f = fleet.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(d) = f.iter_mut().find(|d| d.id == eui) else {
-            return;
-        };
-        let Some((id, data)) = d.queued_down.take() else {
-            return;
-        };
-        let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock) as u64;
-        let mut vehicle = d.vehicle.clone();
-        d.node.handle_downlink(&data, now, &mut vehicle);
-        d.vehicle = vehicle;
-        d.unacked_down = Some(id.clone());
-        (id, device_info(d))
-    };
-    publish(cs, eui, "txack", json!({"downlinkId": 1, "deviceInfo": info, "queueItemId": id, "fCntDown": 1, "gatewayId": "0016c001f153a14c"})).await;
-}
-
-/// Each simulated device reports when its node says so.
-async fn simulate(fleet: Fleet, cs: AsyncClient, http: SocketAddr) {
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let mut seq: u16 = 0;
-    loop {
-        tick.tick().await;
-        let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock) as u64;
-        let due: Vec<(String, &'static str)> = {
-            let mut f = fleet.lock().unwrap_or_else(|e| e.into_inner());
-            f.iter_mut()
-                .filter_map(|d| d.node.uplink_due(now).then(|| (d.id.clone(), d.network)))
-                .collect()
-        };
-        for (id, network) in due {
-            if network == "lorawan" {
-                lorawan_uplink(&fleet, &cs, &id, now).await;
-            } else {
-                seq = (seq + 1) % 4096;
-                sigfox_uplink(&fleet, http, &id, now, seq).await;
-            }
-        }
-    }
-}
-
-async fn lorawan_uplink(fleet: &Fleet, cs: &AsyncClient, eui: &str, now: u64) {
-    let (up, ack) = {
-        let mut f = fleet.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(d) = f.iter_mut().find(|d| d.id == eui) else {
-            return;
-        };
-        let status = d.vehicle.status();
-        let mut buf = [0u8; 242];
-        let n = d.node.build_uplink(Some(status), now, &mut buf, 242);
-        d.f_cnt += 1;
-        let info = device_info(d);
-        let ack = d.unacked_down.take().map(|id| json!({"deduplicationId": format!("ack-{eui}-{}", d.f_cnt), "deviceInfo": info, "queueItemId": id, "acknowledged": true, "fCntDown": 1}));
-        let up = json!({
-            "deduplicationId": format!("demo-{eui}-{}", d.f_cnt), "time": rfc3339(now as i64), "deviceInfo": info,
-            "devAddr": "01a44c4c", "dr": 5, "fCnt": d.f_cnt, "fPort": 10,
-            "data": base64::engine::general_purpose::STANDARD.encode(&buf[..n]),
-            "rxInfo": [{"gatewayId": "0016c001f153a14c", "rssi": -92, "snr": 7.5}],
-            "txInfo": {"frequency": 868100000, "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 7, "codeRate": "CR_4_5"}}},
-            "regionConfigId": "eu868"
-        });
-        (up, ack)
-    };
-    if let Some(ack) = ack {
-        publish(cs, eui, "ack", ack).await;
-    }
-    publish(cs, eui, "up", up).await;
-    // RX1 opens a second after the uplink: whatever ChirpStack queued by then goes down
-    let (fleet, cs, eui) = (fleet.clone(), cs.clone(), eui.to_owned());
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        deliver(&fleet, &cs, &eui).await;
-    });
-}
-
-async fn sigfox_uplink(fleet: &Fleet, http: SocketAddr, id: &str, now: u64, seq: u16) {
-    let data = {
-        let mut f = fleet.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(d) = f.iter_mut().find(|d| d.id == id) else {
-            return;
-        };
-        let mut buf = [0u8; 12];
-        // a status, or the acknowledgements waiting (one Sigfox uplink is 12 bytes)
-        let status = (d.node.pending_acks() == 0).then(|| d.vehicle.status());
-        let n = d.node.build_uplink(status, now, &mut buf, 12);
-        hex::encode(&buf[..n])
-    };
-    let body = json!({"device": id.to_uppercase(), "deviceTypeId": "demo-type", "time": now / 1000, "data": data, "seqNumber": seq, "ack": true, "station": "4E2F", "rssi": -118.0, "snr": 9.5});
-    let Ok((status, reply)) = post(
-        http,
-        "/v1/sigfox/uplink",
-        &format!("Bearer {SIGFOX_SECRET}"),
-        &body,
-    )
-    .await
-    else {
-        return;
-    };
-    if status != 200 {
-        return;
-    }
-    let hexdata = reply[id.to_uppercase()]["downlinkData"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let Ok(frame) = hex::decode(&hexdata) else {
-        return;
-    };
-    {
-        let mut f = fleet.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(d) = f.iter_mut().find(|d| d.id == id) {
-            let mut vehicle = d.vehicle.clone();
-            d.node.handle_downlink(&frame, now, &mut vehicle);
-            d.vehicle = vehicle;
-        }
-    }
-    let ack = json!({"device": id.to_uppercase(), "time": now / 1000, "infoCode": 0, "infoMessage": "Acked", "downlinkAck": true, "downlinkOverusage": false});
-    let _ = post(
-        http,
-        "/v1/sigfox/ack",
-        &format!("Bearer {SIGFOX_SECRET}"),
-        &ack,
-    )
-    .await;
-}
-
-/// A small HTTP/1.1 POST over a real socket.
-async fn post(
-    addr: SocketAddr,
-    path: &str,
-    auth: &str,
-    body: &Value,
-) -> anyhow::Result<(u16, Value)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let body = serde_json::to_vec(body)?;
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(&body);
-    s.write_all(&req).await?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await?;
-    let text = String::from_utf8_lossy(&buf);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let json = text
-        .split_once("\r\n\r\n")
-        .and_then(|(_, b)| serde_json::from_str(b).ok())
-        .unwrap_or(Value::Null);
-    Ok((status, json))
-}
-
 /// The operator's side: commands through the HTTP API, a few seconds apart.
 async fn script(http: SocketAddr, out: Shared) {
     let steps: [(u64, &str, &str, Value); 4] = [
@@ -686,7 +401,7 @@ async fn script(http: SocketAddr, out: Shared) {
         let path = format!("/v1/devices/{network}/{id}/commands");
         let device = format!("{network}/{id}");
         let name = body["command"].as_str().unwrap_or("?");
-        match post(http, &path, &format!("Bearer {TOKEN}"), &body).await {
+        match crate::fleet::post(http, &path, &format!("Bearer {TOKEN}"), &body).await {
             Ok((202, cmd)) => {
                 let cid = cmd["id"].as_str().unwrap_or("?");
                 let mut o = out.lock().unwrap_or_else(|e| e.into_inner());

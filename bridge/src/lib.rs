@@ -16,6 +16,7 @@ pub mod command_json;
 pub mod commands;
 pub mod demo;
 pub mod device;
+pub mod fleet;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -1,0 +1,201 @@
+//! `longproto-fleet`: a simulated fleet that drives a running longproto-bridge without
+//! hardware. See `longproto-fleet --help` and docs/fleet-simulator.md.
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use longproto_bridge::fleet::{self, FleetSpec, Targets, gateway::GatewayOptions};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModeArg {
+    /// LoRaWAN devices behind a ChirpStack double on ChirpStack's MQTT integration.
+    Integration,
+    /// LoRaWAN radio frames through a simulated gateway, for a real ChirpStack.
+    Gateway,
+}
+
+/// Runs simulated vehicles (the firmware's node logic) against longproto-bridge: LoRaWAN
+/// through ChirpStack's MQTT integration (or as gateway frames), Sigfox through callbacks.
+#[derive(Debug, Parser)]
+#[command(name = "longproto-fleet", version)]
+struct Args {
+    /// LoRaWAN path: `integration` needs only the broker; `gateway` needs a ChirpStack.
+    #[arg(long, value_enum, default_value = "integration")]
+    mode: ModeArg,
+    /// The MQTT broker the bridge (and ChirpStack) use.
+    #[arg(long, default_value = "tcp://127.0.0.1:1883")]
+    mqtt: String,
+    /// The bridge's HTTP server (Sigfox callbacks, and commands with --unlock-every).
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    http: SocketAddr,
+    /// The bridge's Sigfox callback secret.
+    #[arg(long, env = "LONGPROTO_FLEET_SIGFOX_SECRET", default_value = "")]
+    sigfox_secret: String,
+    /// The ChirpStack application id in event topics.
+    #[arg(long, default_value = "fleet")]
+    application_id: String,
+    /// The bridge's topic root.
+    #[arg(long, default_value = "longproto/v1")]
+    topic_root: String,
+    /// LoRaWAN devices.
+    #[arg(long, default_value_t = 10)]
+    lorawan: usize,
+    /// Share of the LoRaWAN devices that are class C, percent.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    class_c: u8,
+    /// Sigfox devices.
+    #[arg(long, default_value_t = 0)]
+    sigfox: usize,
+    /// Normal reporting interval in seconds (a fifth of it while active after an unlock).
+    #[arg(long, default_value_t = 60)]
+    interval: u32,
+    /// Seed for the fleet's make-up (positions, charge, class mix).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// From an uplink to its receive window (ms).
+    #[arg(long, default_value_t = 1000)]
+    rx_delay_ms: u64,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Print a summary line this often (seconds).
+    #[arg(long, default_value_t = 10)]
+    report_every: u64,
+    /// Ask the bridge for an `unlock` of the next device this often (seconds); needs
+    /// --api-token.
+    #[arg(long)]
+    unlock_every: Option<u64>,
+    /// A bearer token of the bridge's API.
+    #[arg(long, env = "LONGPROTO_FLEET_API_TOKEN")]
+    api_token: Option<String>,
+    /// Gateway mode: ChirpStack's region topic prefix.
+    #[arg(long, default_value = "eu868")]
+    region_prefix: String,
+    /// Gateway mode: the gateway id.
+    #[arg(long, default_value = "0016c001f1500001")]
+    gateway_id: String,
+    /// Gateway mode: the devices' JoinEUI.
+    #[arg(long, default_value = "0000000000000000")]
+    join_eui: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let url = url::Url::parse(&a.mqtt).with_context(|| format!("--mqtt {:?}", a.mqtt))?;
+    let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
+    let port = url.port().unwrap_or(1883);
+    if a.unlock_every.is_some() && a.api_token.is_none() {
+        anyhow::bail!("--unlock-every needs --api-token (or LONGPROTO_FLEET_API_TOKEN)");
+    }
+    if a.sigfox > 0 && a.sigfox_secret.is_empty() {
+        anyhow::bail!("--sigfox needs --sigfox-secret (or LONGPROTO_FLEET_SIGFOX_SECRET)");
+    }
+    let mode = match a.mode {
+        ModeArg::Integration => fleet::Mode::Integration,
+        ModeArg::Gateway => {
+            let mut join_eui = [0u8; 8];
+            hex::decode_to_slice(&a.join_eui, &mut join_eui)
+                .with_context(|| format!("--join-eui {:?}: 16 hex digits", a.join_eui))?;
+            fleet::Mode::Gateway(GatewayOptions {
+                topic_prefix: a.region_prefix.clone(),
+                gateway_id: a.gateway_id.clone(),
+                join_eui,
+            })
+        }
+    };
+    let devices = fleet::build(&FleetSpec {
+        lorawan: a.lorawan,
+        class_c_percent: a.class_c,
+        sigfox: a.sigfox,
+        interval_s: a.interval,
+        seed: a.seed,
+    });
+    let ids: Vec<(String, &str)> = devices
+        .iter()
+        .map(|d| {
+            let network = match d.radio {
+                fleet::Radio::Sigfox => "sigfox",
+                fleet::Radio::Lorawan(_) => "lorawan",
+            };
+            (d.id.clone(), network)
+        })
+        .collect();
+    println!(
+        "fleet: {} LoRaWAN ({}% class C, {:?} mode), {} Sigfox, every {} s, seed {}; broker {}, bridge http://{}",
+        a.lorawan, a.class_c, a.mode, a.sigfox, a.interval, a.seed, a.mqtt, a.http
+    );
+    let class_c: Vec<&str> = devices
+        .iter()
+        .filter(|d| d.radio == fleet::Radio::Lorawan(fleet::Class::C))
+        .map(|d| d.id.as_str())
+        .collect();
+    println!("class C: {}", class_c.join(" "));
+    let fleet = fleet::Fleet::new(
+        devices,
+        Targets {
+            mqtt_host: host,
+            mqtt_port: port,
+            http: Some(a.http),
+            sigfox_secret: a.sigfox_secret.clone(),
+            application_id: a.application_id.clone(),
+            topic_root: a.topic_root.clone(),
+            rx_delay: Duration::from_millis(a.rx_delay_ms),
+        },
+    );
+    let mut tasks = fleet.start(mode);
+    if let (Some(every), Some(token)) = (a.unlock_every, a.api_token.clone()) {
+        let http = a.http;
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(every.max(1)));
+            tick.tick().await;
+            for (id, network) in ids.iter().cycle() {
+                tick.tick().await;
+                let path = format!("/v1/devices/{network}/{id}/commands");
+                let body = json!({"command": "unlock", "args": {"auto_relock_s": 120}});
+                match fleet::post(http, &path, &format!("Bearer {token}"), &body).await {
+                    Ok((202, c)) => println!("unlock {network}/{id}: command {}", c["id"]),
+                    Ok((status, e)) => println!("unlock {network}/{id}: refused {status}: {e}"),
+                    Err(e) => println!("unlock {network}/{id}: {e}"),
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    let mut report = tokio::time::interval(Duration::from_secs(a.report_every.max(1)));
+    report.tick().await;
+    let deadline = a.duration.map(|s| started + Duration::from_secs(s));
+    loop {
+        let stop = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = report.tick() => println!("{:>6.1} s  {}", started.elapsed().as_secs_f64(), fleet.stats().summary()),
+            _ = stop => break,
+        }
+    }
+    for t in &tasks {
+        t.abort();
+    }
+    let stats = fleet.stats();
+    println!(
+        "done after {:.1} s: {}",
+        started.elapsed().as_secs_f64(),
+        stats.summary()
+    );
+    let mut commands: Vec<_> = stats.commands.iter().collect();
+    commands.sort_by_key(|(_, c)| c.first);
+    for (id, c) in commands {
+        match c.round_trip_s {
+            Some(rt) => println!("command {id}: executed, round trip {rt:.2} s"),
+            None => println!("command {id}: {}", c.state),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,296 @@
+//! The fleet simulator: its gateway-mode frames against LoRaWAN vectors computed
+//! independently (tools/lorawan_vectors.py), and the `longproto-fleet` binary driving a
+//! running bridge through mosquitto (ChirpStack integration) and HTTP (Sigfox) until
+//! commands are executed by the simulated devices.
+mod common;
+
+use common::*;
+use longproto_bridge::fleet::gateway::{self, FrameError, Session};
+use prost::Message;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// The simulator process, stopped however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn lorawan_vectors() -> Value {
+    serde_json::from_slice(&fixture("lorawan-vectors.json")).unwrap()
+}
+
+fn bytes<const N: usize>(v: &Value) -> [u8; N] {
+    let mut b = [0u8; N];
+    hex::decode_to_slice(v.as_str().unwrap(), &mut b).unwrap();
+    b
+}
+
+fn joined_session(v: &Value) -> Session {
+    let mut s = Session::new(
+        bytes(&v["dev_eui"]),
+        bytes(&v["join_eui"]),
+        bytes(&v["app_key"]),
+    );
+    assert_eq!(
+        hex::encode(s.join_request()),
+        v["join_request"].as_str().unwrap()
+    );
+    let accept = hex::decode(v["join_accept"]["phy"].as_str().unwrap()).unwrap();
+    s.take_join_accept(&accept)
+        .expect("the join accept verifies");
+    s
+}
+
+#[test]
+fn join_request_and_session_keys_match_the_vectors() {
+    let v = lorawan_vectors();
+    let s = joined_session(&v);
+    assert_eq!(s.dev_nonce as u64, v["dev_nonce"].as_u64().unwrap());
+    let j = s.joined.as_ref().unwrap();
+    assert_eq!(hex::encode(j.dev_addr), v["join_accept"]["dev_addr"]);
+    assert_eq!(hex::encode(j.nwk_skey), v["nwk_skey"]);
+    assert_eq!(hex::encode(j.app_skey), v["app_skey"]);
+}
+
+#[test]
+fn data_uplinks_are_encrypted_and_signed_as_the_vectors() {
+    let v = lorawan_vectors();
+    let mut s = joined_session(&v);
+    for up in v["uplinks"].as_array().unwrap() {
+        s.joined.as_mut().unwrap().f_cnt_up = up["f_cnt"].as_u64().unwrap() as u32;
+        let payload = hex::decode(up["payload"].as_str().unwrap()).unwrap();
+        let frame = s
+            .data_up(up["f_port"].as_u64().unwrap() as u8, &payload, false)
+            .unwrap();
+        assert_eq!(
+            hex::encode(frame),
+            up["phy"].as_str().unwrap(),
+            "FCnt {}",
+            up["f_cnt"]
+        );
+    }
+    assert!(
+        Session::new([1; 8], [0; 8], [2; 16])
+            .data_up(10, b"x", false)
+            .is_none(),
+        "no data frame before the join"
+    );
+}
+
+#[test]
+fn downlinks_are_verified_decrypted_and_taken_once() {
+    let v = lorawan_vectors();
+    let down = &v["downlink"];
+    let phy = hex::decode(down["phy"].as_str().unwrap()).unwrap();
+
+    let mut tampered = phy.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    let mut s = joined_session(&v);
+    assert_eq!(s.take_data_down(&tampered), Err(FrameError::BadMic));
+
+    let (port, payload) = s.take_data_down(&phy).unwrap();
+    assert_eq!(port as u64, down["f_port"].as_u64().unwrap());
+    assert_eq!(hex::encode(payload), down["payload"].as_str().unwrap());
+    assert_eq!(
+        s.take_data_down(&phy),
+        Err(FrameError::Replay { got: 0, last: 0 })
+    );
+
+    let mut other = joined_session(&v);
+    other.joined.as_mut().unwrap().dev_addr = [0x26, 0, 0, 1];
+    assert!(matches!(
+        other.take_data_down(&phy),
+        Err(FrameError::OtherDevice(_))
+    ));
+
+    let mut wrong_key = Session::new(bytes(&v["dev_eui"]), bytes(&v["join_eui"]), [9; 16]);
+    wrong_key.join_request();
+    let accept = hex::decode(v["join_accept"]["phy"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        wrong_key.take_join_accept(&accept).err(),
+        Some(FrameError::BadMic)
+    );
+    assert_eq!(
+        Session::new([1; 8], [0; 8], [2; 16])
+            .take_join_accept(&accept)
+            .err(),
+        Some(FrameError::NoJoinPending)
+    );
+}
+
+#[test]
+fn gateway_messages_are_chirpstacks_protobuf() {
+    let up = gateway::uplink_frame(vec![0x40, 1, 2, 3], "0016c001f1500001", 7);
+    let decoded = chirpstack_api::gw::UplinkFrame::decode(up.encode_to_vec().as_slice()).unwrap();
+    assert_eq!(decoded.phy_payload, vec![0x40, 1, 2, 3]);
+    let rx = decoded.rx_info.unwrap();
+    assert_eq!(
+        (rx.gateway_id.as_str(), rx.uplink_id),
+        ("0016c001f1500001", 7)
+    );
+    assert_eq!(decoded.tx_info.unwrap().frequency, 868_100_000);
+
+    let down = chirpstack_api::gw::DownlinkFrame {
+        downlink_id: 42,
+        items: vec![Default::default(), Default::default()],
+        gateway_id: "0016c001f1500001".into(),
+        ..Default::default()
+    };
+    let ack = gateway::tx_ack(&down, "0016c001f1500001");
+    assert_eq!(ack.downlink_id, 42);
+    let statuses: Vec<i32> = ack.items.iter().map(|i| i.status).collect();
+    assert_eq!(
+        statuses,
+        vec![
+            chirpstack_api::gw::TxAckStatus::Ok as i32,
+            chirpstack_api::gw::TxAckStatus::Ignored as i32
+        ]
+    );
+}
+
+async fn wait_executed(http: std::net::SocketAddr, network: &str, device: &str, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, c) = api(http, "GET", &format!("/v1/commands/{id}"), None).await;
+        assert_eq!(status, 200, "{c}");
+        if c["state"] == "executed" {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{network}/{device} command {id} is {} after 30 s: {c}",
+            c["state"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_drives_the_bridge_until_commands_are_executed() {
+    let broker = Mosquitto::start();
+    let bridge = start_bridge(&broker, settings(&broker, "fleet-e2e")).await;
+    let http = bridge.http_addr();
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_longproto-fleet"))
+        .args(["--mqtt", &broker.url(), "--http", &http.to_string()])
+        .args(["--sigfox-secret", SIGFOX_SECRET])
+        .args(["--lorawan", "3", "--class-c", "34", "--sigfox", "1"])
+        .args(["--interval", "2", "--rx-delay-ms", "300", "--seed", "3"])
+        .args(["--duration", "60", "--report-every", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("longproto-fleet starts");
+    let stdout = child.stdout.take().unwrap();
+    let _sim = KillOnDrop(child);
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+
+    let first = lines.recv().await.expect("the simulator says what it runs");
+    assert!(
+        first.starts_with("fleet: 3 LoRaWAN (34% class C"),
+        "{first}"
+    );
+    let class_c_line = lines.recv().await.unwrap();
+    let class_c: Vec<String> = class_c_line
+        .strip_prefix("class C:")
+        .expect("the class C devices")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let class_a: Vec<String> = (1..=3)
+        .map(|n| format!("70b3d57ed{n:07x}"))
+        .filter(|id| !class_c.contains(id))
+        .collect();
+    assert!(
+        !class_c.is_empty() && !class_a.is_empty(),
+        "seed 3 mixes the classes: {class_c_line}"
+    );
+
+    // the fleet reports: every device's decoded telemetry comes out of the bridge
+    let mut telemetry =
+        Watcher::new(&broker, "fleet-e2e-watch", &["longproto/v1/+/+/telemetry"]).await;
+    let mut seen = std::collections::BTreeSet::new();
+    let want = [
+        "longproto/v1/lorawan/70b3d57ed0000001/telemetry",
+        "longproto/v1/lorawan/70b3d57ed0000002/telemetry",
+        "longproto/v1/lorawan/70b3d57ed0000003/telemetry",
+        "longproto/v1/sigfox/00510001/telemetry",
+    ];
+    while seen.len() < want.len() {
+        let (topic, payload, _) = telemetry
+            .next_where(Duration::from_secs(20), |t| want.contains(&t))
+            .await
+            .unwrap_or_else(|| panic!("telemetry only from {seen:?}"));
+        let t: Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(t["records"][0]["kind"], "status", "{topic}: {t}");
+        assert!(t.get("error").is_none(), "{topic}: {t}");
+        seen.insert(topic);
+    }
+
+    // an unlock for each network; the simulated devices execute them and say so
+    let mut ids = Vec::new();
+    for (network, device) in [
+        ("lorawan", class_a[0].as_str()),
+        ("lorawan", class_c[0].as_str()),
+        ("sigfox", "00510001"),
+    ] {
+        let (status, c) = api(
+            http,
+            "POST",
+            &format!("/v1/devices/{network}/{device}/commands"),
+            Some(&json!({"command": "unlock"})),
+        )
+        .await;
+        assert_eq!(status, 202, "{c}");
+        ids.push((network, device, c["id"].as_str().unwrap().to_owned()));
+    }
+    for (network, device, id) in &ids {
+        let c = wait_executed(http, network, device, id).await;
+        let states: Vec<&str> = c["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["state"].as_str().unwrap())
+            .collect();
+        // LoRaWAN: txack → sent, ack → delivered; Sigfox: the BIDIR reply → scheduled,
+        // ACKNOWLEDGE → delivered; then the device's ack record → executed
+        let path: &[&str] = if *network == "lorawan" {
+            &["queued", "scheduled", "sent", "delivered", "executed"]
+        } else {
+            &["queued", "scheduled", "delivered", "executed"]
+        };
+        assert_eq!(states, path, "{network}");
+    }
+
+    // the simulator's own report counts them
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(5), lines.recv())
+            .await
+            .expect("the simulator reports every second")
+            .expect("the simulator is still running");
+        if line.contains("commands: 3 executed") {
+            assert!(line.contains("executed: 3"), "{line}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no report of 3 executed commands; last: {line}"
+        );
+    }
+    bridge.shutdown().await;
+}
