@@ -110,18 +110,21 @@ fn demo_schedule() -> Schedule {
 }
 
 fn demo_fleet() -> Vec<SimDevice> {
-    let mk = |id: &str, radio, lat, lon| {
-        SimDevice::new(id, radio, demo_schedule(), Vehicle::parked(lat, lon, 87))
-    };
-    vec![
-        mk("70b3d57ed0000a01", Radio::Lorawan(Class::A), 38.7223, -9.1393),
-        mk("70b3d57ed0000a02", Radio::Lorawan(Class::A), 38.7100, -9.1400),
-        mk("70b3d57ed0000a03", Radio::Lorawan(Class::A), 38.7300, -9.1500),
-        mk("70b3d57ed0000c01", Radio::Lorawan(Class::C), 38.7150, -9.1450),
-        mk("0051f0a1", Radio::Sigfox, 38.7200, -9.1300),
+    const C: Radio = Radio::Lorawan(Class::C);
+    const A: Radio = Radio::Lorawan(Class::A);
+    [
+        ("70b3d57ed0000a01", A, 38.7223, -9.1393),
+        ("70b3d57ed0000a02", A, 38.7100, -9.1400),
+        ("70b3d57ed0000a03", A, 38.7300, -9.1500),
+        ("70b3d57ed0000c01", C, 38.7150, -9.1450),
+        ("0051f0a1", Radio::Sigfox, 38.7200, -9.1300),
     ]
+    .into_iter()
+    .map(|(id, radio, lat, lon)| {
+        SimDevice::new(id, radio, demo_schedule(), Vehicle::parked(lat, lon, 87))
+    })
+    .collect()
 }
-
 
 fn clock_time() -> String {
     let now = rfc3339(crate::clock::Clock::now_ms(&crate::clock::SystemClock));
