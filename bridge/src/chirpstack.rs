@@ -15,6 +15,8 @@ use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
 
 /// A topic template in ChirpStack's syntax: levels that are literals or `{{variables}}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -342,10 +344,14 @@ pub struct ChirpstackAdapter {
     repeater: bool,
     pipeline: Arc<Pipeline>,
     commands: Arc<Commands>,
-    downlinker: Downlinker,
+    downlinker: Arc<Downlinker>,
     metrics: Arc<Metrics>,
     /// (application id, class) last stored per device, to write only changes.
     facts: Mutex<HashMap<DeviceId, (String, String)>>,
+    /// Receive windows being filled beside the dispatcher, and the facts writer.
+    windows: TaskTracker,
+    /// To the facts writer (taken on shutdown so that it drains and ends).
+    facts_tx: Mutex<Option<mpsc::UnboundedSender<(DeviceId, String, String)>>>,
 }
 
 impl ChirpstackAdapter {
@@ -361,6 +367,9 @@ impl ChirpstackAdapter {
             marshaler: settings.marshaler,
             publisher: pipeline.publisher().clone(),
         };
+        let windows = TaskTracker::new();
+        let (facts_tx, facts_rx) = mpsc::unbounded_channel();
+        windows.spawn(Self::write_facts(commands.clone(), facts_rx));
         ChirpstackAdapter {
             event_topic: TopicTemplate::parse(&settings.event_topic),
             marshaler: settings.marshaler,
@@ -368,10 +377,40 @@ impl ChirpstackAdapter {
             repeater: settings.repeater_compatible,
             pipeline,
             commands,
-            downlinker,
+            downlinker: Arc::new(downlinker),
             metrics,
             facts: Mutex::new(HashMap::new()),
+            windows,
+            facts_tx: Mutex::new(Some(facts_tx)),
         }
+    }
+
+    /// Stores the application and class of devices as they change, many per write. A
+    /// fleet coming online sends a thousand first uplinks in a fraction of a second: one
+    /// write each would queue the receive windows behind them on the store's writer.
+    async fn write_facts(
+        commands: Arc<Commands>,
+        mut rx: mpsc::UnboundedReceiver<(DeviceId, String, String)>,
+    ) {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < 1000 {
+                match rx.try_recv() {
+                    Ok(f) => batch.push(f),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = commands.store().set_device_facts(&batch).await {
+                tracing::error!(devices = batch.len(), error = %e, "store failed saving device facts");
+            }
+        }
+    }
+
+    /// Waits for the receive windows being filled (on shutdown, before disconnecting).
+    pub async fn settle(&self) {
+        lock(&self.facts_tx).take();
+        self.windows.close();
+        self.windows.wait().await;
     }
 
     /// The receive window a class A uplink opened: the maximum payload of its data rate
@@ -419,8 +458,8 @@ impl ChirpstackAdapter {
     }
 
     /// Stores the application and class of a device when they change. The write runs
-    /// beside the event, not before it: the facts are cached here already, and a new
-    /// fleet coming online must not queue its uplinks behind a thousand store writes.
+    /// beside the event, not before it, batched with others (see `write_facts`): the
+    /// facts are cached here already.
     async fn remember(&self, device: &DeviceId, info: &ev::DeviceInfo) {
         if info.application_id.is_empty() {
             return;
@@ -434,17 +473,9 @@ impl ChirpstackAdapter {
             }
             known.insert(device.clone(), facts.clone());
         }
-        let commands = self.commands.clone();
-        let device = device.clone();
-        tokio::spawn(async move {
-            if let Err(e) = commands
-                .store()
-                .set_device_facts(&device, &facts.0, &facts.1)
-                .await
-            {
-                tracing::error!(device = %device, error = %e, "store failed saving device facts");
-            }
-        });
+        if let Some(tx) = lock(&self.facts_tx).as_ref() {
+            let _ = tx.send((device.clone(), facts.0, facts.1));
+        }
     }
 
     /// The subscription filter for ChirpStack's events.
@@ -515,17 +546,40 @@ impl ChirpstackAdapter {
                     .or_else(|| vars.get("application_id").map(|a| a.to_string()))
                     .unwrap_or_default();
                 let uplink = uplink_from_event(up, device.clone(), received);
-                if let Some(ingested) = self.pipeline.ingest(uplink).await {
-                    let plan = self
-                        .commands
-                        .after_uplink(&device, &ingested.records, window)
-                        .await;
-                    if let Some(plan) = plan {
-                        self.downlinker.send(&application_id, &plan).await;
-                        self.metrics
-                            .downlink_latency
-                            .observe(received.elapsed().as_secs_f64());
-                    }
+                let ingested = self.pipeline.ingest(uplink).await;
+                // The window and the acknowledgement records need the store: they run
+                // beside the dispatcher, so a device waiting on the store never holds up
+                // the uplinks behind it (ChirpStack reads its queue ~100 ms after `up`).
+                let window =
+                    window.filter(|_| ingested.is_some() && self.commands.has_queued(&device));
+                let acks: Vec<Value> = match &ingested {
+                    Some(ingested) if self.commands.has_open(&device) => ingested
+                        .records
+                        .iter()
+                        .filter(|r| r.get("kind").and_then(Value::as_str) == Some("ack"))
+                        .cloned()
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                if window.is_some() || !acks.is_empty() {
+                    let (commands, downlinker, metrics) = (
+                        self.commands.clone(),
+                        self.downlinker.clone(),
+                        self.metrics.clone(),
+                    );
+                    self.windows.spawn(async move {
+                        let plan = commands.after_uplink(&device, &acks, window).await;
+                        if let Some(plan) = plan {
+                            downlinker.send(&application_id, &plan).await;
+                            metrics
+                                .downlink_latency
+                                .observe(received.elapsed().as_secs_f64());
+                        }
+                    });
+                    // let it start now: a task spawned here waits in this worker's
+                    // LIFO slot, which no other worker may steal from, until the
+                    // dispatcher yields, and under load the dispatcher rarely does
+                    tokio::task::yield_now().await;
                 }
             }
             Event::Join(j) => {

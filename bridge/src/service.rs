@@ -78,17 +78,15 @@ impl Bridge {
             metrics.clone(),
             Duration::from_millis(settings.mqtt.state_min_interval_ms as u64),
         ));
-        let commands = Arc::new(
-            Commands::new(
-                store,
-                clock,
-                publisher,
-                pipeline.clone(),
-                settings.commands.clone(),
-            )
-            .await
-            .context("reading the command queue")?,
-        );
+        let commands = Commands::new(
+            store,
+            clock,
+            publisher,
+            pipeline.clone(),
+            settings.commands.clone(),
+        )
+        .await
+        .context("reading the command queue")?;
         let chirpstack = Arc::new(ChirpstackAdapter::new(
             &settings.chirpstack,
             pipeline.clone(),
@@ -139,7 +137,7 @@ impl Bridge {
             connection_state.clone(),
             pipeline.clone(),
             commands.clone(),
-            chirpstack,
+            chirpstack.clone(),
         ));
         let mut http_stop = stop_rx.clone();
         let server = tokio::spawn(async move {
@@ -154,11 +152,13 @@ impl Bridge {
 
         let mut stopping = stop_rx;
         let flush_pipeline = pipeline.clone();
+        let windows = chirpstack.clone();
         let task = tokio::spawn(async move {
             let _ = stopping.wait_for(|s| *s).await;
             let orderly = async {
                 let _ = server.await;
                 let _ = dispatcher.await;
+                windows.settle().await;
                 let _ = state_flusher.await;
                 let _ = expiry.await;
                 flush_pipeline.flush_states(true).await;

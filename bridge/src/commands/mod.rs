@@ -15,9 +15,11 @@ use crate::pipeline::{Pipeline, lock};
 use gateway_config::CommandSettings;
 use model::{Command, CommandState, HistoryEntry};
 use serde_json::{Map, Value};
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
-use store::{CommandStore, Created, NewCommand, StoreError};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use store::{CommandStore, Created, NewCommand, QueuedCommand, StoreError};
+use tokio::sync::{mpsc, oneshot};
 
 /// The store the bridge runs on: SQLite, the embedded default.
 pub type Store = store::SqliteStore;
@@ -86,9 +88,14 @@ pub struct Commands {
     pipeline: Arc<Pipeline>,
     settings: CommandSettings,
     metrics: Arc<crate::metrics::Metrics>,
-    /// Devices that may have queued commands: an uplink of any other device costs no
-    /// store query, which keeps the class A path fast.
-    queued: Mutex<HashSet<DeviceId>>,
+    /// The queued commands of every device, in memory: a receive window is chosen from
+    /// here without a store query (see [`Commands::fill_window`]). The store stays the
+    /// record: this is rebuilt from it at start.
+    queue: Mutex<HashMap<DeviceId, Vec<Pending>>>,
+    /// Insertion order of the queue, for ties.
+    next_seq: AtomicI64,
+    /// Windows taken from memory, on their way to the store.
+    persist: mpsc::UnboundedSender<Take>,
     /// Devices that may have commands not yet final: only their acknowledgement records
     /// are looked up in the store (anyone can send an ack record; it costs nothing then).
     commanded: Mutex<HashSet<DeviceId>>,
@@ -96,32 +103,146 @@ pub struct Commands {
 
 const REQUEST_FIELDS: [&str; 5] = ["id", "command", "args", "ttl_s", "confirmed"];
 
+/// A queued command in memory: what a window needs to take it.
+#[derive(Debug, Clone)]
+struct Pending {
+    id: String,
+    urgent: bool,
+    created_at: i64,
+    seq: i64,
+    expires_at: i64,
+    confirmed: bool,
+    frame: [u8; device_node::FRAME_LEN],
+}
+
+impl Pending {
+    fn of(cmd: &Command, urgent: bool, seq: i64) -> Option<Pending> {
+        match cmd.frame().encode() {
+            Ok(frame) => Some(Pending {
+                id: cmd.id.clone(),
+                urgent,
+                created_at: cmd.created_at,
+                seq,
+                expires_at: cmd.expires_at,
+                confirmed: cmd.confirmed,
+                frame,
+            }),
+            // validated at creation; a stored command that no longer encodes is a bug
+            Err(e) => {
+                tracing::error!(command = cmd.id, error = %e, "stored command does not encode");
+                None
+            }
+        }
+    }
+
+    /// Window order: lock/unlock first, then oldest.
+    fn order(&self) -> (bool, i64, i64) {
+        (!self.urgent, self.created_at, self.seq)
+    }
+}
+
+/// A window's commands, taken from memory, for the store.
+struct Take {
+    device: DeviceId,
+    commands: Vec<Pending>,
+    downlink_id: String,
+    /// The commands the store moved to `scheduled`; Err when the store failed.
+    done: oneshot::Sender<Result<Vec<(Command, HistoryEntry)>, ()>>,
+}
+
 impl Commands {
-    /// The queue over `store`, with the index of devices with queued commands rebuilt.
+    /// The queue over `store`, with the queued commands loaded into memory.
     pub async fn new(
         store: Store,
         clock: Arc<dyn Clock>,
         publisher: Publisher,
         pipeline: Arc<Pipeline>,
         settings: CommandSettings,
-    ) -> Result<Self, StoreError> {
-        let queued = store.devices_with_queued().await?.into_iter().collect();
+    ) -> Result<Arc<Self>, StoreError> {
+        let loaded = store.queued_commands().await?;
+        let mut queue: HashMap<DeviceId, Vec<Pending>> = HashMap::new();
+        let mut max_seq = 0;
+        for QueuedCommand {
+            command,
+            urgent,
+            seq,
+        } in &loaded
+        {
+            max_seq = max_seq.max(*seq);
+            if let Some(p) = Pending::of(command, *urgent, *seq) {
+                queue.entry(command.device.clone()).or_default().push(p);
+            }
+        }
         let commanded = store
             .devices_with_open_commands()
             .await?
             .into_iter()
             .collect();
         let metrics = pipeline.metrics().clone();
-        Ok(Commands {
+        let (persist, rx) = mpsc::unbounded_channel();
+        let commands = Arc::new(Commands {
             store,
             clock,
             publisher,
             pipeline,
             settings,
             metrics,
-            queued: Mutex::new(queued),
+            queue: Mutex::new(queue),
+            next_seq: AtomicI64::new(max_seq + 1),
+            persist,
             commanded: Mutex::new(commanded),
-        })
+        });
+        tokio::spawn(Self::persister(Arc::downgrade(&commands), rx));
+        Ok(commands)
+    }
+
+    /// Writes the windows taken from memory to the store: one write for every window
+    /// waiting, so under load many windows share a commit (a write costs ~0.3 ms here,
+    /// most of it handing the statement to SQLite's thread and back).
+    async fn persister(this: Weak<Commands>, mut rx: mpsc::UnboundedReceiver<Take>) {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < 500 {
+                match rx.try_recv() {
+                    Ok(t) => batch.push(t),
+                    Err(_) => break,
+                }
+            }
+            let Some(this) = this.upgrade() else { return };
+            let pairs: Vec<(String, String)> = batch
+                .iter()
+                .flat_map(|t| {
+                    t.commands
+                        .iter()
+                        .map(|p| (p.id.clone(), t.downlink_id.clone()))
+                })
+                .collect();
+            match this.store.mark_scheduled(&pairs, this.now()).await {
+                Ok(mut done) => {
+                    for t in batch {
+                        let (mine, rest): (Vec<_>, Vec<_>) = done
+                            .into_iter()
+                            .partition(|(c, _)| t.commands.iter().any(|p| p.id == c.id));
+                        done = rest;
+                        let _ = t.done.send(Ok(mine));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "store failed scheduling commands; they stay queued");
+                    for t in batch {
+                        this.requeue(&t.device, t.commands);
+                        let _ = t.done.send(Err(()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn requeue(&self, device: &DeviceId, pending: Vec<Pending>) {
+        lock(&self.queue)
+            .entry(device.clone())
+            .or_default()
+            .extend(pending);
     }
 
     /// The store.
@@ -150,7 +271,10 @@ impl Commands {
         match self.store.create(new, self.now()).await? {
             Created::Existing(cmd) => Ok((cmd, false)),
             Created::New(cmd, entry) => {
-                lock(&self.queued).insert(device.clone());
+                let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+                if let Some(p) = Pending::of(&cmd, cmd.command.is_urgent(), seq) {
+                    self.requeue(device, vec![p]);
+                }
                 lock(&self.commanded).insert(device.clone());
                 self.announce(&cmd, &entry).await;
                 self.refresh_pending(device).await;
@@ -218,6 +342,9 @@ impl Commands {
         id: &str,
     ) -> Result<Option<Command>, Result<CommandState, StoreError>> {
         let now = self.now();
+        // the store decides; a window that took it from memory meanwhile finds it no
+        // longer queued there and leaves it out
+        let in_memory = self.unqueue(None, id);
         match self
             .store
             .transition(
@@ -235,7 +362,13 @@ impl Commands {
                 Ok(Some(cmd))
             }
             Ok(None) => match self.store.get(id).await {
-                Ok(Some((cmd, _))) => Err(Ok(cmd.state)),
+                Ok(Some((cmd, _))) => {
+                    if in_memory {
+                        // not queued in the store after all (cannot happen): as it was
+                        self.requeue_from_store(&cmd);
+                    }
+                    Err(Ok(cmd.state))
+                }
                 Ok(None) => Ok(None),
                 Err(e) => Err(Err(e)),
             },
@@ -259,70 +392,117 @@ impl Commands {
         self.fill_window(device, window?).await
     }
 
-    /// Takes the device's due commands for a window of this size.
+    /// Takes the device's due commands for a window of this size: chosen in memory
+    /// (lock/unlock first, then oldest, none past its expiry: the expiry sweep records
+    /// those), then marked `scheduled` in the store, and only then handed over: a
+    /// `kill -9` after the hand-over never sends them twice.
     pub async fn fill_window(
         &self,
         device: &DeviceId,
         window: ReceiveWindow,
     ) -> Option<DownlinkPlan> {
-        if window.frames == 0 || !lock(&self.queued).contains(device) {
+        if window.frames == 0 {
             return None;
         }
-        let taken = match self
-            .store
-            .take_for_window(device, self.now(), window.frames)
-            .await
-        {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(device = %device, error = %e, "store failed while filling a receive window");
-                return None;
-            }
-        };
-        if taken.scheduled.len() < window.frames {
-            // everything queued was taken or expired
-            lock(&self.queued).remove(device);
-        }
-        for (cmd, entry) in &taken.expired {
-            self.announce(cmd, entry).await;
-        }
-        if !taken.expired.is_empty() {
-            // queued → scheduled leaves the pending count as it was; expiries lower it
-            self.refresh_pending(device).await;
-        }
-        let first = taken.scheduled.first()?.0.clone();
-        let mut payload = Vec::with_capacity(taken.scheduled.len() * device_node::FRAME_LEN);
-        for (cmd, _) in &taken.scheduled {
-            match cmd.frame().encode() {
-                Ok(f) => payload.extend_from_slice(&f),
-                // validated at creation; a stored command that no longer encodes is a bug
-                Err(e) => {
-                    tracing::error!(command = cmd.id, error = %e, "stored command does not encode")
+        let now = self.now();
+        let mut stale = false;
+        let taken: Vec<Pending> = {
+            let mut queue = lock(&self.queue);
+            let waiting = queue.get_mut(device)?;
+            waiting.sort_by_key(Pending::order);
+            let mut taken = Vec::new();
+            let mut i = 0;
+            while i < waiting.len() && taken.len() < window.frames {
+                if waiting[i].expires_at > now {
+                    taken.push(waiting.remove(i));
+                } else {
+                    stale = true;
+                    i += 1;
                 }
             }
-        }
-        let plan = DownlinkPlan {
-            device: device.clone(),
-            id: first.network_ref.clone().unwrap_or(first.id.clone()),
-            payload,
-            confirmed: taken.scheduled.iter().any(|(c, _)| c.confirmed),
-            expires_at: taken
-                .scheduled
-                .iter()
-                .map(|(c, _)| c.expires_at)
-                .min()
-                .unwrap_or(first.expires_at),
-            commands: taken.scheduled.iter().map(|(c, _)| c.id.clone()).collect(),
+            if waiting.iter().all(|p| p.expires_at <= now) {
+                queue.remove(device);
+            }
+            taken
         };
-        for (cmd, entry) in &taken.scheduled {
+        if stale {
+            // a window saw commands past their expiry: record them now, not at the
+            // next sweep
+            self.expire_due().await;
+        }
+        let downlink_id = taken.first()?.id.clone();
+        let (done, scheduled) = oneshot::channel();
+        let _ = self.persist.send(Take {
+            device: device.clone(),
+            commands: taken.clone(),
+            downlink_id: downlink_id.clone(),
+            done,
+        });
+        let scheduled = scheduled.await.ok()?.ok()?;
+        // in frame order, without any that left the queue meanwhile (cancelled, acked)
+        let kept: Vec<&Pending> = taken
+            .iter()
+            .filter(|p| scheduled.iter().any(|(c, _)| c.id == p.id))
+            .collect();
+        for (cmd, entry) in &scheduled {
             self.announce(cmd, entry).await;
         }
-        Some(plan)
+        if kept.is_empty() {
+            return None;
+        }
+        Some(DownlinkPlan {
+            device: device.clone(),
+            // the store named the downlink after the first command taken, even when
+            // that one left the queue meanwhile
+            id: downlink_id,
+            payload: kept.iter().flat_map(|p| p.frame).collect(),
+            confirmed: kept.iter().any(|p| p.confirmed),
+            expires_at: kept.iter().map(|p| p.expires_at).min().unwrap_or(0),
+            commands: kept.iter().map(|p| p.id.clone()).collect(),
+        })
+    }
+
+    /// Removes a command from the in-memory queue (of `device`, when known); whether it
+    /// was there.
+    fn unqueue(&self, device: Option<&DeviceId>, id: &str) -> bool {
+        let mut queue = lock(&self.queue);
+        let found = match device {
+            Some(d) => queue
+                .get(d)
+                .and_then(|w| w.iter().position(|p| p.id == id))
+                .map(|i| (d.clone(), i)),
+            None => queue
+                .iter()
+                .find_map(|(d, w)| w.iter().position(|p| p.id == id).map(|i| (d.clone(), i))),
+        };
+        let Some((device, i)) = found else {
+            return false;
+        };
+        if let Some(waiting) = queue.get_mut(&device) {
+            waiting.remove(i);
+            if waiting.is_empty() {
+                queue.remove(&device);
+            }
+        }
+        true
+    }
+
+    fn requeue_from_store(&self, cmd: &Command) {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        if let Some(p) = Pending::of(cmd, cmd.command.is_urgent(), seq) {
+            self.requeue(&cmd.device, vec![p]);
+        }
     }
 
     /// Whether the device has commands waiting for a window.
     pub fn has_queued(&self, device: &DeviceId) -> bool {
-        lock(&self.queued).contains(device)
+        lock(&self.queue).contains_key(device)
+    }
+
+    /// Whether the device has commands not yet settled (queued to delivered), i.e.
+    /// whether its acknowledgement records can mean anything.
+    pub fn has_open(&self, device: &DeviceId) -> bool {
+        lock(&self.commanded).contains(device)
     }
 
     /// A device's acknowledgement record: `executed` or `rejected`.
@@ -423,9 +603,12 @@ impl Commands {
                 self.transition(&cmd.id, &from, CommandState::Expired, Some(&why))
                     .await;
             } else {
-                self.transition(&cmd.id, &from, CommandState::Queued, Some(reason))
-                    .await;
-                lock(&self.queued).insert(cmd.device.clone());
+                if self
+                    .transition(&cmd.id, &from, CommandState::Queued, Some(reason))
+                    .await
+                {
+                    self.requeue_from_store(&cmd);
+                }
                 if !retry.contains(&cmd.device) {
                     retry.push(cmd.device.clone());
                 }
@@ -481,6 +664,10 @@ impl Commands {
             .await
         {
             Ok(Some((cmd, entry))) => {
+                if from.contains(&CommandState::Queued) && to != CommandState::Queued {
+                    // e.g. an acknowledgement record for a command still waiting
+                    self.unqueue(Some(&cmd.device), &cmd.id);
+                }
                 self.announce(&cmd, &entry).await;
                 self.refresh_pending(&cmd.device).await;
                 true
@@ -498,6 +685,7 @@ impl Commands {
         match self.store.expire_due(self.now()).await {
             Ok(expired) => {
                 for (cmd, entry) in expired {
+                    self.unqueue(Some(&cmd.device), &cmd.id);
                     self.announce(&cmd, &entry).await;
                     self.refresh_pending(&cmd.device).await;
                 }

@@ -3,13 +3,15 @@
 //! implementation of the same trait.
 use super::model::{Command, CommandState, HistoryEntry};
 use crate::device::DeviceId;
+use sqlx::ConnectOptions;
 use sqlx::Row;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A command to create.
@@ -36,13 +38,15 @@ pub enum Created {
     Existing(Command),
 }
 
-/// What a receive window took.
-#[derive(Debug, Clone, Default)]
-pub struct Taken {
-    /// Commands now `scheduled` for this window, in the order of their frames.
-    pub scheduled: Vec<(Command, HistoryEntry)>,
-    /// Commands found expired on the way.
-    pub expired: Vec<(Command, HistoryEntry)>,
+/// A queued command as the in-memory queue keeps it.
+#[derive(Debug, Clone)]
+pub struct QueuedCommand {
+    /// The command.
+    pub command: Command,
+    /// Lock/unlock: goes first.
+    pub urgent: bool,
+    /// Insertion order, for ties.
+    pub seq: i64,
 }
 
 /// Why the store failed.
@@ -81,15 +85,16 @@ pub trait CommandStore: Send + Sync + 'static {
         state: Option<CommandState>,
         limit: u32,
     ) -> impl Future<Output = R<Vec<Command>>> + Send;
-    /// Takes up to `max_frames` due commands for a receive window (lock/unlock first,
-    /// then oldest first), marks them `scheduled` under one downlink id, and expires the
-    /// ones past their time on the way.
-    fn take_for_window(
+    /// Every `queued` command, to rebuild the in-memory queue at start.
+    fn queued_commands(&self) -> impl Future<Output = R<Vec<QueuedCommand>>> + Send;
+    /// Marks commands `scheduled` in the downlinks that carry them: (command id,
+    /// downlink id) pairs, many windows in one write. Only commands still `queued` move;
+    /// returns those with their history entries.
+    fn mark_scheduled(
         &self,
-        device: &DeviceId,
+        taken: &[(String, String)],
         now: i64,
-        max_frames: usize,
-    ) -> impl Future<Output = R<Taken>> + Send;
+    ) -> impl Future<Output = R<Vec<(Command, HistoryEntry)>>> + Send;
     /// Moves a command to `to` if it is in one of `from`; returns it and the history entry.
     fn transition(
         &self,
@@ -115,12 +120,11 @@ pub trait CommandStore: Send + Sync + 'static {
     fn devices_with_queued(&self) -> impl Future<Output = R<Vec<DeviceId>>> + Send;
     /// Commands of a device still on their way.
     fn pending_count(&self, device: &DeviceId) -> impl Future<Output = R<u64>> + Send;
-    /// Remembers how to reach a device (ChirpStack application, LoRaWAN class).
+    /// Remembers how to reach devices: (device, ChirpStack application, LoRaWAN class),
+    /// many in one write.
     fn set_device_facts(
         &self,
-        device: &DeviceId,
-        application_id: &str,
-        class: &str,
+        facts: &[(DeviceId, String, String)],
     ) -> impl Future<Output = R<()>> + Send;
     /// The remembered application id and class.
     fn device_facts(
@@ -150,9 +154,17 @@ const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/0001_com
 /// and the next FULL commit syncs them too; a power cut may lose the last few, which at
 /// worst sends a command again with the same counter, and the node's replay window
 /// refuses to execute it twice. Scheduling stays well inside a class A receive window.
+///
+/// One connection writes, the others read: SQLite admits one writer at a time, and
+/// writers racing for its lock wait in its busy handler, which sleeps for milliseconds;
+/// queueing for the one writer connection instead costs microseconds. In WAL mode the
+/// readers go on beside the writer.
 #[derive(Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    /// The one writing connection, held directly: a pool of one hands a released
+    /// connection back through a spawned task, ~130 µs before the next write may start.
+    writer: Arc<tokio::sync::Mutex<SqliteConnection>>,
+    reader: SqlitePool,
 }
 
 impl SqliteStore {
@@ -171,30 +183,40 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        // A few connections: in WAL mode reads go on beside a write, and SQLite's lock
-        // serialises writers (busy_timeout waits). Every write is one statement, guarded
-        // by its WHERE clause, except `create`, which takes the write lock up front.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        let store = SqliteStore { pool };
+        // Every write is one statement guarded by its WHERE clause, except `create`,
+        // which takes the write lock up front; busy_timeout covers other processes.
+        let writer = options.connect().await?;
+        let mut store = SqliteStore {
+            writer: Arc::new(tokio::sync::Mutex::new(writer)),
+            reader: SqlitePoolOptions::new().connect_lazy_with(options.clone()),
+        };
         store.migrate().await?;
+        // the readers open now, on the migrated database, not on the first uplinks
+        store.reader = SqlitePoolOptions::new()
+            .max_connections(3)
+            .min_connections(3)
+            // no ping before each acquire: with SQLite it is one more round trip to the
+            // connection's thread for every statement, and a local file does not drop
+            .test_before_acquire(false)
+            .connect_with(options.read_only(true))
+            .await?;
         Ok(store)
     }
 
     async fn migrate(&self) -> R<()> {
+        use sqlx::Connection;
+        let mut w = self.writer.lock().await;
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
-            .execute(&self.pool)
+            .execute(&mut *w)
             .await?;
         for (version, sql) in MIGRATIONS {
             let done: Option<i64> =
                 sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
                     .bind(version)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *w)
                     .await?;
             if done.is_none() {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = w.begin().await?;
                 sqlx::raw_sql(*sql).execute(&mut *tx).await?;
                 sqlx::query("INSERT INTO schema_migrations (version) VALUES (?)")
                     .bind(version)
@@ -335,7 +357,7 @@ const EXPIRED_REASON: &str = "expired before a receive window opened";
 
 impl CommandStore for SqliteStore {
     async fn create(&self, new: NewCommand, now: i64) -> R<Created> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.writer.lock().await;
         sqlx::query("PRAGMA synchronous = FULL")
             .execute(&mut *conn)
             .await?;
@@ -349,7 +371,7 @@ impl CommandStore for SqliteStore {
     async fn get(&self, id: &str) -> R<Option<(Command, Vec<HistoryEntry>)>> {
         let Some(row) = sqlx::query(select_commands!("WHERE id = ?"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reader)
             .await?
         else {
             return Ok(None);
@@ -357,7 +379,7 @@ impl CommandStore for SqliteStore {
         let cmd = row_to_command(&row)?;
         let rows = sqlx::query("SELECT state, at, reason, attempt FROM command_history WHERE command_id = ? ORDER BY seq")
             .bind(id)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reader)
             .await?;
         let mut history = Vec::with_capacity(rows.len());
         for r in rows {
@@ -386,67 +408,58 @@ impl CommandStore for SqliteStore {
         .bind(state.map(|s| s.name()))
         .bind(state.map(|s| s.name()))
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?;
         rows.iter().map(row_to_command).collect()
     }
 
-    /// Two statements on the usual path (read the queue, schedule the chosen ones), each
-    /// guarded by `state = 'queued'`, so a cancel between them is never overridden.
-    async fn take_for_window(&self, device: &DeviceId, now: i64, max_frames: usize) -> R<Taken> {
-        let queue: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT id, expires_at FROM commands WHERE device = ? AND state = 'queued' ORDER BY urgent DESC, created_at ASC, rowid ASC",
-        )
-        .bind(device.to_string())
-        .fetch_all(&self.pool)
+    async fn queued_commands(&self) -> R<Vec<QueuedCommand>> {
+        let rows = sqlx::query(concat!(
+            "SELECT urgent, rowid AS seq, ",
+            cols!(),
+            " FROM commands WHERE state = 'queued'"
+        ))
+        .fetch_all(&self.reader)
         .await?;
-        let (expired, live): (Vec<_>, Vec<_>) = queue.iter().partition(|(_, exp)| *exp <= now);
-        let mut taken = Taken::default();
-        if !expired.is_empty() {
-            let ids: Vec<&str> = expired.iter().map(|(id, _)| id.as_str()).collect();
-            let rows = sqlx::query(concat!(
-                "UPDATE commands SET state = 'expired', reason = ?, updated_at = ? ",
-                "WHERE id IN (SELECT value FROM json_each(?)) AND state = 'queued' RETURNING ",
-                cols!()
-            ))
-            .bind(EXPIRED_REASON)
-            .bind(now)
-            .bind(id_list(&ids))
-            .fetch_all(&self.pool)
-            .await?;
-            for row in &rows {
-                let cmd = row_to_command(row)?;
-                let e = entry_of(&cmd, now);
-                taken.expired.push((cmd, e));
-            }
-        }
-        let chosen: Vec<&str> = live
-            .iter()
-            .take(max_frames)
-            .map(|(id, _)| id.as_str())
-            .collect();
-        if let Some(first) = chosen.first() {
-            let rows = sqlx::query(concat!(
-                "UPDATE commands SET state = 'scheduled', attempts = attempts + 1, network_ref = ?, reason = NULL, updated_at = ? ",
-                "WHERE id IN (SELECT value FROM json_each(?)) AND state = 'queued' RETURNING ",
-                cols!()
-            ))
-            .bind(*first)
-            .bind(now)
-            .bind(id_list(&chosen))
-            .fetch_all(&self.pool)
-            .await?;
-            let mut scheduled = rows.iter().map(row_to_command).collect::<R<Vec<_>>>()?;
-            scheduled.sort_by_key(|c| chosen.iter().position(|id| *id == c.id));
-            taken.scheduled = scheduled
-                .into_iter()
-                .map(|c| {
-                    let e = entry_of(&c, now);
-                    (c, e)
+        rows.iter()
+            .map(|row| {
+                Ok(QueuedCommand {
+                    command: row_to_command(row)?,
+                    urgent: row.try_get::<i64, _>("urgent")? != 0,
+                    seq: row.try_get("seq")?,
                 })
-                .collect();
-        }
-        Ok(taken)
+            })
+            .collect()
+    }
+
+    async fn mark_scheduled(
+        &self,
+        taken: &[(String, String)],
+        now: i64,
+    ) -> R<Vec<(Command, HistoryEntry)>> {
+        let json = serde_json::to_string(taken).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // json_each has an `id` column too: every column of commands is qualified
+        let rows = sqlx::query(
+            "UPDATE commands SET state = 'scheduled', attempts = attempts + 1, \
+             network_ref = t.value ->> 1, reason = NULL, updated_at = ?2 \
+             FROM json_each(?1) AS t WHERE commands.id = t.value ->> 0 AND commands.state = 'queued' \
+             RETURNING commands.id AS id, commands.device AS device, commands.body AS body, \
+             commands.counter AS counter, commands.confirmed AS confirmed, commands.state AS state, \
+             commands.attempts AS attempts, commands.created_at AS created_at, \
+             commands.expires_at AS expires_at, commands.network_ref AS network_ref, \
+             commands.reason AS reason",
+        )
+        .bind(json)
+        .bind(now)
+        .fetch_all(&mut *self.writer.lock().await)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let c = row_to_command(row)?;
+                let e = entry_of(&c, now);
+                Ok((c, e))
+            })
+            .collect()
     }
 
     async fn transition(
@@ -469,7 +482,7 @@ impl CommandStore for SqliteStore {
         .bind(now)
         .bind(id)
         .bind(id_list(&from))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.writer.lock().await)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let cmd = row_to_command(&row)?;
@@ -480,7 +493,7 @@ impl CommandStore for SqliteStore {
     async fn by_network_ref(&self, network_ref: &str) -> R<Vec<Command>> {
         let rows = sqlx::query(select_commands!("WHERE network_ref = ? ORDER BY rowid"))
             .bind(network_ref)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reader)
             .await?;
         rows.iter().map(row_to_command).collect()
     }
@@ -491,7 +504,7 @@ impl CommandStore for SqliteStore {
         ))
         .bind(device.to_string())
         .bind(counter as i64)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await?;
         row.as_ref().map(row_to_command).transpose()
     }
@@ -504,7 +517,7 @@ impl CommandStore for SqliteStore {
         .bind(EXPIRED_REASON)
         .bind(now)
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.writer.lock().await)
         .await?;
         rows.iter()
             .map(|r| {
@@ -519,7 +532,7 @@ impl CommandStore for SqliteStore {
         let rows: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT device FROM commands WHERE state IN ('queued', 'scheduled', 'sent', 'delivered')",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?;
         Ok(rows
             .iter()
@@ -530,7 +543,7 @@ impl CommandStore for SqliteStore {
     async fn devices_with_queued(&self) -> R<Vec<DeviceId>> {
         let rows: Vec<String> =
             sqlx::query_scalar("SELECT DISTINCT device FROM commands WHERE state = 'queued'")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reader)
                 .await?;
         Ok(rows
             .iter()
@@ -541,25 +554,25 @@ impl CommandStore for SqliteStore {
     async fn pending_count(&self, device: &DeviceId) -> R<u64> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM commands WHERE device = ? AND state IN ('queued', 'scheduled', 'sent')")
             .bind(device.to_string())
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reader)
             .await?;
         Ok(n as u64)
     }
 
-    async fn set_device_facts(
-        &self,
-        device: &DeviceId,
-        application_id: &str,
-        class: &str,
-    ) -> R<()> {
+    async fn set_device_facts(&self, facts: &[(DeviceId, String, String)]) -> R<()> {
+        let rows: Vec<(String, &str, &str)> = facts
+            .iter()
+            .map(|(d, a, c)| (d.to_string(), a.as_str(), c.as_str()))
+            .collect();
+        let json = serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // `WHERE true`: SQLite's upsert after a SELECT needs it to parse
         sqlx::query(
-            "INSERT INTO devices (device, next_counter, application_id, class) VALUES (?, 1, ?, ?) \
+            "INSERT INTO devices (device, next_counter, application_id, class) \
+             SELECT value ->> 0, 1, value ->> 1, value ->> 2 FROM json_each(?) WHERE true \
              ON CONFLICT (device) DO UPDATE SET application_id = excluded.application_id, class = excluded.class",
         )
-        .bind(device.to_string())
-        .bind(application_id)
-        .bind(class)
-        .execute(&self.pool)
+        .bind(json)
+        .execute(&mut *self.writer.lock().await)
         .await?;
         Ok(())
     }
@@ -567,7 +580,7 @@ impl CommandStore for SqliteStore {
     async fn device_facts(&self, device: &DeviceId) -> R<Option<(String, String)>> {
         let row = sqlx::query("SELECT application_id, class FROM devices WHERE device = ?")
             .bind(device.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reader)
             .await?;
         Ok(row.and_then(|r| {
             let app: Option<String> = r.try_get("application_id").ok()?;
@@ -588,7 +601,7 @@ impl CommandStore for SqliteStore {
         .bind(device.to_string())
         .bind(day)
         .bind(limit as i64)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.writer.lock().await)
         .await?;
         Ok(taken.is_some_and(|used| used <= limit as i64))
     }
@@ -597,13 +610,16 @@ impl CommandStore for SqliteStore {
         sqlx::query("UPDATE devices SET quota_used = MAX(quota_used - 1, 0) WHERE device = ? AND quota_day = ?")
             .bind(device.to_string())
             .bind(day)
-            .execute(&self.pool)
+            .execute(&mut *self.writer.lock().await)
             .await?;
         Ok(())
     }
 
     async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        sqlx::query("SELECT 1")
+            .execute(&mut *self.writer.lock().await)
+            .await
+            .is_ok()
     }
 }
 
@@ -666,53 +682,62 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn windows_take_urgent_first_then_oldest_and_expire_the_stale() {
+    async fn queued_commands_load_and_scheduling_is_guarded_by_state() {
         let (s, _dir) = store().await;
         let a = dev("0000000000000001");
-        let mut short = new(&a, C::Reboot { delay_s: 0 }, Some("short"));
-        short.ttl_ms = 10;
-        s.create(short, 1000).await.unwrap();
-        s.create(new(&a, C::Locate, Some("locate")), 1001)
-            .await
-            .unwrap();
-        s.create(
-            new(&a, C::SetInterval { interval_s: 60 }, Some("interval")),
-            1002,
+        let b = dev("0000000000000002");
+        for (d, c, id) in [
+            (&a, C::Locate, "locate"),
+            (&a, C::Unlock { auto_relock_s: 0 }, "unlock"),
+            (&b, C::Lock, "lock"),
+        ] {
+            s.create(new(d, c, Some(id)), 1000).await.unwrap();
+        }
+        let q = s.queued_commands().await.unwrap();
+        let mut ids: Vec<(&str, bool)> = q
+            .iter()
+            .map(|c| (c.command.id.as_str(), c.urgent))
+            .collect();
+        ids.sort();
+        assert_eq!(ids, [("locate", false), ("lock", true), ("unlock", true)]);
+        assert!(q.iter().all(|c| c.seq > 0));
+
+        s.transition(
+            "lock",
+            &[CommandState::Queued],
+            CommandState::Cancelled,
+            None,
+            1500,
         )
         .await
         .unwrap();
-        s.create(
-            new(&a, C::Unlock { auto_relock_s: 0 }, Some("unlock")),
-            1003,
-        )
-        .await
-        .unwrap();
-        let taken = s.take_for_window(&a, 2000, 2).await.unwrap();
-        let ids: Vec<&str> = taken.scheduled.iter().map(|(c, _)| c.id.as_str()).collect();
-        assert_eq!(ids, ["unlock", "locate"]);
-        assert!(
-            taken
-                .scheduled
-                .iter()
-                .all(|(c, _)| c.network_ref.as_deref() == Some("unlock") && c.attempts == 1)
+        let taken = [
+            ("unlock".to_owned(), "unlock".to_owned()),
+            ("locate".to_owned(), "unlock".to_owned()),
+            ("lock".to_owned(), "lock".to_owned()),
+        ];
+        let done = s.mark_scheduled(&taken, 2000).await.unwrap();
+        let mut ids: Vec<&str> = done.iter().map(|(c, _)| c.id.as_str()).collect();
+        ids.sort();
+        assert_eq!(
+            ids,
+            ["locate", "unlock"],
+            "a cancelled command stays cancelled"
         );
-        assert_eq!(taken.expired.len(), 1);
-        assert_eq!(taken.expired[0].0.id, "short");
-        let next = s.take_for_window(&a, 2001, 5).await.unwrap();
-        assert_eq!(next.scheduled.len(), 1);
-        assert_eq!(next.scheduled[0].0.id, "interval");
+        assert!(done.iter().all(|(c, e)| c.state == CommandState::Scheduled
+            && c.network_ref.as_deref() == Some("unlock")
+            && c.attempts == 1
+            && e.attempt == Some(1)));
         assert!(
-            s.take_for_window(&a, 2002, 5)
-                .await
-                .unwrap()
-                .scheduled
-                .is_empty()
+            s.mark_scheduled(&taken, 2001).await.unwrap().is_empty(),
+            "only queued commands move"
         );
         assert_eq!(s.by_network_ref("unlock").await.unwrap().len(), 2);
-        let (_, history) = s.get("short").await.unwrap().unwrap();
+        assert!(s.queued_commands().await.unwrap().is_empty());
+        let (_, history) = s.get("locate").await.unwrap().unwrap();
         assert_eq!(
             history.iter().map(|h| h.state).collect::<Vec<_>>(),
-            [CommandState::Queued, CommandState::Expired]
+            [CommandState::Queued, CommandState::Scheduled]
         );
     }
 
