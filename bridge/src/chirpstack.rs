@@ -393,8 +393,10 @@ impl ChirpstackAdapter {
         mut rx: mpsc::UnboundedReceiver<(DeviceId, String, String)>,
     ) {
         while let Some(first) = rx.recv().await {
+            // small batches (~1 ms of writing): a receive window's write queues behind
+            // at most one of them
             let mut batch = vec![first];
-            while batch.len() < 1000 {
+            while batch.len() < 100 {
                 match rx.try_recv() {
                     Ok(f) => batch.push(f),
                     Err(_) => break,

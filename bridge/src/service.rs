@@ -7,6 +7,7 @@
 //! flushed, then `offline` is published and the client disconnects cleanly.
 use crate::chirpstack::ChirpstackAdapter;
 use crate::clock::{Clock, SystemClock};
+use crate::commands::store::CommandStore;
 use crate::commands::{Commands, Store};
 use crate::device::DeviceId;
 use crate::http::{self, AppState};
@@ -127,7 +128,10 @@ impl Bridge {
             let c = commands.clone();
             move || {
                 let c = c.clone();
-                async move { c.expire_due().await }
+                async move {
+                    c.expire_due().await;
+                    c.store().maintain().await;
+                }
             }
         });
 
@@ -207,7 +211,6 @@ impl Bridge {
 
     /// Whether the broker connection and the store are up.
     pub async fn healthy(&self) -> bool {
-        use crate::commands::store::CommandStore;
         self.mqtt.is_connected() && self.commands.store().ping().await
     }
 
@@ -365,7 +368,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 tokio::time::sleep(interval / 2).await;
                 // the broker may come and go (the bridge reconnects by itself); a store
                 // that stops answering is what a restart can mend
-                use crate::commands::store::CommandStore;
                 if bridge.commands().store().ping().await {
                     crate::notify::notify("WATCHDOG=1");
                 }

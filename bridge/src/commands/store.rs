@@ -143,6 +143,8 @@ pub trait CommandStore: Send + Sync + 'static {
     -> impl Future<Output = R<()>> + Send;
     /// Whether the store answers.
     fn ping(&self) -> impl Future<Output = bool> + Send;
+    /// Housekeeping off the request path, run every second.
+    fn maintain(&self) -> impl Future<Output = ()> + Send;
 }
 
 /// The migrations, applied in order, each once.
@@ -165,6 +167,8 @@ pub struct SqliteStore {
     /// connection back through a spawned task, ~130 µs before the next write may start.
     writer: Arc<tokio::sync::Mutex<SqliteConnection>>,
     reader: SqlitePool,
+    /// Checkpoints the WAL into the database (see [`CommandStore::maintain`]).
+    checkpointer: Arc<tokio::sync::Mutex<SqliteConnection>>,
 }
 
 impl SqliteStore {
@@ -182,13 +186,18 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // no checkpoint inside a commit: the one that crosses 1000 WAL pages would
+            // make a receive window wait for the fsyncs (tens of ms here); `maintain`
+            // checkpoints from its own connection every second instead
+            .pragma("wal_autocheckpoint", "0");
         // Every write is one statement guarded by its WHERE clause, except `create`,
         // which takes the write lock up front; busy_timeout covers other processes.
         let writer = options.connect().await?;
         let mut store = SqliteStore {
             writer: Arc::new(tokio::sync::Mutex::new(writer)),
             reader: SqlitePoolOptions::new().connect_lazy_with(options.clone()),
+            checkpointer: Arc::new(tokio::sync::Mutex::new(options.connect().await?)),
         };
         store.migrate().await?;
         // the readers open now, on the migrated database, not on the first uplinks
@@ -613,6 +622,16 @@ impl CommandStore for SqliteStore {
             .execute(&mut *self.writer.lock().await)
             .await?;
         Ok(())
+    }
+
+    async fn maintain(&self) {
+        // PASSIVE: copies what no reader still needs, never waits for the writer
+        let r = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut *self.checkpointer.lock().await)
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
     }
 
     async fn ping(&self) -> bool {
