@@ -6,7 +6,7 @@ use crate::commands::{Commands, DownlinkPlan, ReceiveWindow};
 use crate::device::{DeviceId, Network};
 use crate::metrics::{EventLabels, Metrics};
 use crate::mqtt::Publisher;
-use crate::pipeline::{CodecKeys, Pipeline, Uplink, lock};
+use crate::pipeline::{CodecKeys, Pipeline, RecentKeys, Uplink, lock};
 use chirpstack_api::integration as ev;
 use gateway_config::region::Region;
 use gateway_config::{ChirpstackSettings, Marshaler};
@@ -350,6 +350,9 @@ pub struct ChirpstackAdapter {
     facts: Mutex<HashMap<DeviceId, (String, String)>>,
     /// Receive windows being filled beside the dispatcher, and the facts writer.
     windows: TaskTracker,
+    /// Uplinks whose window was filled as they arrived (deduplication ids), so the
+    /// dispatcher does not fill it again.
+    early_windows: Mutex<RecentKeys>,
     /// To the facts writer (taken on shutdown so that it drains and ends).
     facts_tx: Mutex<Option<mpsc::UnboundedSender<(DeviceId, String, String)>>>,
 }
@@ -381,6 +384,7 @@ impl ChirpstackAdapter {
             metrics,
             facts: Mutex::new(HashMap::new()),
             windows,
+            early_windows: Mutex::new(RecentKeys::new(4096)),
             facts_tx: Mutex::new(Some(facts_tx)),
         }
     }
@@ -406,6 +410,66 @@ impl ChirpstackAdapter {
                 tracing::error!(devices = batch.len(), error = %e, "store failed saving device facts");
             }
         }
+    }
+
+    /// Called by the connection task as a message arrives, before it queues for the
+    /// dispatcher: an `up` of a device with commands waiting has its receive window
+    /// filled at once, so a backlog in the dispatcher (a burst of uplinks) never delays a
+    /// downlink. Everything else about the uplink (telemetry, acknowledgement records,
+    /// the PUBACK) stays with the dispatcher, in order. True when it started a window.
+    pub fn early(&self, topic: &str, payload: &[u8], received: Instant) -> bool {
+        let Some(vars) = self.event_topic.capture(topic) else {
+            return false;
+        };
+        if vars.get("event").copied() != Some("up") {
+            return false;
+        }
+        let Some(Ok(device)) = vars
+            .get("dev_eui")
+            .map(|eui| DeviceId::new(Network::Lorawan, eui))
+        else {
+            return false;
+        };
+        if !self.commands.has_queued(&device) {
+            return false;
+        }
+        let Ok(Event::Up(up)) = parse_event("up", payload, self.marshaler) else {
+            return false; // the dispatcher reports it
+        };
+        if up
+            .device_info
+            .as_ref()
+            .is_some_and(|i| !i.dev_eui.is_empty() && !i.dev_eui.eq_ignore_ascii_case(&device.id))
+        {
+            return false; // topic and body disagree: the dispatcher's rules decide
+        }
+        let Some(window) = self.class_a_window(&up.region_config_id, up.dr) else {
+            return false;
+        };
+        let application_id = up
+            .device_info
+            .as_ref()
+            .map(|i| i.application_id.clone())
+            .filter(|a| !a.is_empty())
+            .or_else(|| vars.get("application_id").map(|a| a.to_string()))
+            .unwrap_or_default();
+        if !lock(&self.early_windows).first_time(&up.deduplication_id) {
+            return false; // a copy of an uplink whose window is already filled
+        }
+        let (commands, downlinker, metrics) = (
+            self.commands.clone(),
+            self.downlinker.clone(),
+            self.metrics.clone(),
+        );
+        self.windows.spawn(async move {
+            if let Some(plan) = commands.fill_window(&device, window).await {
+                downlinker.send(&application_id, &plan).await;
+                metrics
+                    .downlink_latency
+                    .observe(received.elapsed().as_secs_f64());
+            }
+        });
+        true
     }
 
     /// Waits for the receive windows being filled (on shutdown, before disconnecting).
@@ -552,8 +616,11 @@ impl ChirpstackAdapter {
                 // The window and the acknowledgement records need the store: they run
                 // beside the dispatcher, so a device waiting on the store never holds up
                 // the uplinks behind it (ChirpStack reads its queue ~100 ms after `up`).
-                let window =
-                    window.filter(|_| ingested.is_some() && self.commands.has_queued(&device));
+                // (unless it was filled as the message arrived, see `early`)
+                let filled_early = lock(&self.early_windows).contains(&up.deduplication_id);
+                let window = window.filter(|_| {
+                    !filled_early && ingested.is_some() && self.commands.has_queued(&device)
+                });
                 let acks: Vec<Value> = match &ingested {
                     Some(ingested) if self.commands.has_open(&device) => ingested
                         .records

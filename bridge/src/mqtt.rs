@@ -145,6 +145,10 @@ pub struct Incoming {
     pub received: Instant,
 }
 
+/// Looks at each message as it arrives, before it queues for the dispatcher; true when it
+/// started work of its own. Time-critical work only (see `ChirpstackAdapter::early`).
+pub type EarlyHook = Arc<dyn Fn(&Publish, Instant) -> bool + Send + Sync>;
+
 /// Shared view of the connection, for /healthz.
 #[derive(Clone, Default)]
 pub struct ConnectionState(Arc<AtomicBool>);
@@ -172,6 +176,7 @@ pub async fn run_connection(
     subscriptions: Vec<String>,
     status_topic: String,
     tx: mpsc::UnboundedSender<Incoming>,
+    early: EarlyHook,
     stopping: watch::Receiver<bool>,
     state: ConnectionState,
     metrics: Arc<Metrics>,
@@ -203,10 +208,12 @@ pub async fn run_connection(
                 let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, "online");
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                if let Err(unsent) = tx.send(Incoming {
-                    publish,
-                    received: Instant::now(),
-                }) {
+                let received = Instant::now();
+                if early(&publish, received) {
+                    // it spawned work (a receive window): let it start before reading on
+                    tokio::task::yield_now().await;
+                }
+                if let Err(unsent) = tx.send(Incoming { publish, received }) {
                     tracing::debug!(
                         topic = unsent.0.publish.topic,
                         "shutting down: left for redelivery"

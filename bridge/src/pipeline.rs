@@ -140,14 +140,14 @@ impl CodecTable {
 
 /// Remembers recent dedup keys, forgetting the oldest past a capacity.
 #[derive(Debug)]
-struct RecentKeys {
+pub(crate) struct RecentKeys {
     set: HashSet<String>,
     order: VecDeque<String>,
     capacity: usize,
 }
 
 impl RecentKeys {
-    fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         RecentKeys {
             set: HashSet::new(),
             order: VecDeque::new(),
@@ -155,8 +155,13 @@ impl RecentKeys {
         }
     }
 
+    /// Whether the key is remembered.
+    pub(crate) fn contains(&self, key: &str) -> bool {
+        self.set.contains(key)
+    }
+
     /// True the first time a key is seen.
-    fn first_time(&mut self, key: &str) -> bool {
+    pub(crate) fn first_time(&mut self, key: &str) -> bool {
         if self.set.contains(key) {
             return false;
         }

@@ -111,6 +111,12 @@ impl Bridge {
             vec![chirpstack.subscription(), format!("{root}/+/+/command")],
             status_topic.clone(),
             tx,
+            {
+                let cs = chirpstack.clone();
+                Arc::new(move |p: &rumqttc::Publish, received| {
+                    cs.early(&p.topic, &p.payload, received)
+                })
+            },
             stop_rx.clone(),
             connection_state.clone(),
             metrics.clone(),

@@ -207,6 +207,45 @@ async fn windows_coalesce_by_data_rate_with_lock_and_unlock_first() {
     bridge.shutdown().await;
 }
 
+/// The window is filled as the `up` arrives, ahead of the dispatcher; a second copy of
+/// the same uplink (QoS 1 redelivery, a shared subscription) opens no second window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_uplink_opens_one_window() {
+    let broker = Mosquitto::start();
+    let bridge = start_bridge(&broker, settings(&broker, "bridge-repeat")).await;
+    let mut cs = ChirpstackDouble::new(&broker, "app-1").await;
+    for i in 0..2 {
+        create(
+            &bridge,
+            EUI,
+            json!({"command": "set_interval", "args": {"interval_s": 60 + i}}),
+        )
+        .await;
+    }
+    let body = json!({
+        "deduplicationId": "7b3ce1c3-2c7e-4f0f-9a43-5f0d1b6f2a11",
+        "time": "2025-06-13T12:51:07.118204+00:00",
+        "deviceInfo": {"applicationId": "app-1", "devEui": EUI, "deviceClassEnabled": "CLASS_A"},
+        "devAddr": "01a44c4c", "dr": 5, "fCnt": 1, "fPort": 10, "data": "",
+        "rxInfo": [{"gatewayId": "2cf7f11081400088", "rssi": -90, "snr": 7.0}],
+        "regionConfigId": "eu868"
+    });
+    cs.event(EUI, "up", body.clone()).await;
+    let (_, _, data) = cs.next_down(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(data.len(), 16, "both commands in the one window");
+    // a third command waits; a copy of the same uplink must not open a window for it
+    create(&bridge, EUI, json!({"command": "locate"})).await;
+    cs.event(EUI, "up", body).await;
+    assert!(
+        cs.next_down(Duration::from_millis(500)).await.is_none(),
+        "a repeated uplink opened a second window"
+    );
+    cs.up(EUI, 5, 2, ACK_NONE).await;
+    let (_, _, data) = cs.next_down(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(data.len(), 8, "the next uplink takes it");
+    bridge.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn class_c_devices_take_a_command_at_once() {
     let broker = Mosquitto::start();
