@@ -225,6 +225,16 @@ fn device_facts(info: &ev::DeviceInfo) -> Map<String, Value> {
     m
 }
 
+/// The ChirpStack application of an uplink: from its device info, else from the topic.
+fn application_of(up: &ev::UplinkEvent, vars: &HashMap<&str, &str>) -> String {
+    up.device_info
+        .as_ref()
+        .map(|i| i.application_id.clone())
+        .filter(|a| !a.is_empty())
+        .or_else(|| vars.get("application_id").map(|a| a.to_string()))
+        .unwrap_or_default()
+}
+
 /// Turns an `up` event into pipeline input.
 pub fn uplink_from_event(e: &ev::UplinkEvent, device: DeviceId, received: Instant) -> Uplink {
     let info = e.device_info.clone().unwrap_or_default();
@@ -446,13 +456,7 @@ impl ChirpstackAdapter {
         let Some(window) = self.class_a_window(&up.region_config_id, up.dr) else {
             return false;
         };
-        let application_id = up
-            .device_info
-            .as_ref()
-            .map(|i| i.application_id.clone())
-            .filter(|a| !a.is_empty())
-            .or_else(|| vars.get("application_id").map(|a| a.to_string()))
-            .unwrap_or_default();
+        let application_id = application_of(&up, &vars);
         if !lock(&self.early_windows).first_time(&up.deduplication_id) {
             return false; // a copy of an uplink whose window is already filled
         }
@@ -604,13 +608,7 @@ impl ChirpstackAdapter {
         match &event {
             Event::Up(up) => {
                 let window = self.class_a_window(&up.region_config_id, up.dr);
-                let application_id = up
-                    .device_info
-                    .as_ref()
-                    .map(|i| i.application_id.clone())
-                    .filter(|a| !a.is_empty())
-                    .or_else(|| vars.get("application_id").map(|a| a.to_string()))
-                    .unwrap_or_default();
+                let application_id = application_of(up, &vars);
                 let uplink = uplink_from_event(up, device.clone(), received);
                 let ingested = self.pipeline.ingest(uplink).await;
                 // The window and the acknowledgement records need the store: they run
