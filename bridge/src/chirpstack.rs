@@ -428,6 +428,10 @@ impl ChirpstackAdapter {
     /// downlink. Everything else about the uplink (telemetry, acknowledgement records,
     /// the PUBACK) stays with the dispatcher, in order. True when it started a window.
     pub fn early(&self, topic: &str, payload: &[u8], received: Instant) -> bool {
+        // every message passes here: nothing waiting, nothing to look at
+        if !self.commands.any_queued() {
+            return false;
+        }
         let Some(vars) = self.event_topic.capture(topic) else {
             return false;
         };

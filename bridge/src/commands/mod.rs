@@ -494,6 +494,11 @@ impl Commands {
         }
     }
 
+    /// Whether any device has commands waiting.
+    pub fn any_queued(&self) -> bool {
+        !lock(&self.queue).is_empty()
+    }
+
     /// Whether the device has commands waiting for a window.
     pub fn has_queued(&self, device: &DeviceId) -> bool {
         lock(&self.queue).contains_key(device)
