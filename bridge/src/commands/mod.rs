@@ -344,7 +344,7 @@ impl Commands {
         let now = self.now();
         // the store decides; a window that took it from memory meanwhile finds it no
         // longer queued there and leaves it out
-        let in_memory = self.unqueue(None, id);
+        let taken = self.unqueue(None, id);
         match self
             .store
             .transition(
@@ -362,17 +362,18 @@ impl Commands {
                 Ok(Some(cmd))
             }
             Ok(None) => match self.store.get(id).await {
-                Ok(Some((cmd, _))) => {
-                    if in_memory {
-                        // not queued in the store after all (cannot happen): as it was
-                        self.requeue_from_store(&cmd);
-                    }
-                    Err(Ok(cmd.state))
-                }
+                // not queued in the store (any more): it stays out of memory too
+                Ok(Some((cmd, _))) => Err(Ok(cmd.state)),
                 Ok(None) => Ok(None),
                 Err(e) => Err(Err(e)),
             },
-            Err(e) => Err(Err(e)),
+            Err(e) => {
+                // nothing changed in the store: it is still queued
+                if let Some((device, pending)) = taken {
+                    self.requeue(&device, vec![pending]);
+                }
+                Err(Err(e))
+            }
         }
     }
 
@@ -462,29 +463,25 @@ impl Commands {
         })
     }
 
-    /// Removes a command from the in-memory queue (of `device`, when known); whether it
-    /// was there.
-    fn unqueue(&self, device: Option<&DeviceId>, id: &str) -> bool {
+    /// Removes a command from the in-memory queue (of `device`, when known); it, with its
+    /// device, when it was there.
+    fn unqueue(&self, device: Option<&DeviceId>, id: &str) -> Option<(DeviceId, Pending)> {
         let mut queue = lock(&self.queue);
-        let found = match device {
+        let (device, i) = match device {
             Some(d) => queue
                 .get(d)
                 .and_then(|w| w.iter().position(|p| p.id == id))
-                .map(|i| (d.clone(), i)),
+                .map(|i| (d.clone(), i))?,
             None => queue
                 .iter()
-                .find_map(|(d, w)| w.iter().position(|p| p.id == id).map(|i| (d.clone(), i))),
+                .find_map(|(d, w)| w.iter().position(|p| p.id == id).map(|i| (d.clone(), i)))?,
         };
-        let Some((device, i)) = found else {
-            return false;
-        };
-        if let Some(waiting) = queue.get_mut(&device) {
-            waiting.remove(i);
-            if waiting.is_empty() {
-                queue.remove(&device);
-            }
+        let waiting = queue.get_mut(&device)?;
+        let pending = waiting.remove(i);
+        if waiting.is_empty() {
+            queue.remove(&device);
         }
-        true
+        Some((device, pending))
     }
 
     fn requeue_from_store(&self, cmd: &Command) {

@@ -292,6 +292,17 @@ fn entry_of(cmd: &Command, at: i64) -> HistoryEntry {
     }
 }
 
+/// The commands an `UPDATE … RETURNING` changed at `now`, with their history entries.
+fn changed(rows: &[SqliteRow], now: i64) -> R<Vec<(Command, HistoryEntry)>> {
+    rows.iter()
+        .map(|row| {
+            let c = row_to_command(row)?;
+            let e = entry_of(&c, now);
+            Ok((c, e))
+        })
+        .collect()
+}
+
 /// A JSON array of ids, for `IN (SELECT value FROM json_each(?))`.
 fn id_list(ids: &[&str]) -> String {
     serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())
@@ -462,13 +473,7 @@ impl CommandStore for SqliteStore {
         .bind(now)
         .fetch_all(&mut *self.writer.lock().await)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let c = row_to_command(row)?;
-                let e = entry_of(&c, now);
-                Ok((c, e))
-            })
-            .collect()
+        changed(&rows, now)
     }
 
     async fn transition(
@@ -528,13 +533,7 @@ impl CommandStore for SqliteStore {
         .bind(now)
         .fetch_all(&mut *self.writer.lock().await)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let c = row_to_command(r)?;
-                let e = entry_of(&c, now);
-                Ok((c, e))
-            })
-            .collect()
+        changed(&rows, now)
     }
 
     async fn devices_with_open_commands(&self) -> R<Vec<DeviceId>> {

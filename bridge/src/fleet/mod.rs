@@ -342,7 +342,6 @@ pub struct Fleet {
     index: HashMap<String, usize>,
     targets: Targets,
     stats: Mutex<Stats>,
-    started: Instant,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -370,18 +369,12 @@ impl Fleet {
             index,
             targets,
             stats: Mutex::new(Stats::default()),
-            started: Instant::now(),
         })
     }
 
     /// What it saw so far.
     pub fn stats(&self) -> Stats {
         lock(&self.stats).clone()
-    }
-
-    /// How long it has run.
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
     }
 
     /// Runs `f` on a device.
