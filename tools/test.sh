@@ -2,7 +2,8 @@
 # longproto's one test command, for a newcomer and for CI alike:
 #   ./tools/test.sh
 # It installs what the tests need when it is missing (mosquitto from apt, the
-# thumbv6m-none-eabi target, clippy and rustfmt, elf2uf2-rs), then runs every check.
+# thumbv6m-none-eabi target, clippy and rustfmt, elf2uf2-rs, defmt-print, rp2040js from
+# npm; Node.js from apt if the machine has none), then runs every check.
 # protoc needs no install: tools/protoc finds one (see .cargo/config.toml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,8 @@ as_root() {
 apt_missing=()
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || apt_missing+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || apt_missing+=(mosquitto-clients)
+command -v node >/dev/null 2>&1 || apt_missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || apt_missing+=(npm)
 if [ ${#apt_missing[@]} -gt 0 ]; then
     step "installing ${apt_missing[*]} (apt)"
     as_root apt-get update -qq
@@ -34,6 +37,27 @@ cargo fmt --all -- --check
 
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "firmware: device-node/rp2040 in release, its UF2, and its size budget"
+command -v elf2uf2-rs >/dev/null 2>&1 || cargo install --locked elf2uf2-rs --no-default-features
+firmware=target/thumbv6m-none-eabi/release/longproto-node-rp2040
+(
+    cd device-node/rp2040
+    cargo fmt -- --check
+    # first the deliberately broken variant the emulator test must catch, kept beside
+    # the real one under its own name; then the firmware users flash
+    CARGO_TARGET_DIR="$OLDPWD/target" cargo build --release --locked --features broken-wait-dio0-only
+    cp "$OLDPWD/$firmware" "$OLDPWD/$firmware-dio0-only"
+    CARGO_TARGET_DIR="$OLDPWD/target" cargo build --release --locked
+)
+elf2uf2-rs "$firmware-dio0-only" "$firmware-dio0-only.uf2"
+elf2uf2-rs "$firmware" "$firmware.uf2"
+echo "UF2: $firmware.uf2 ($(wc -c <"$firmware.uf2") bytes)"
+python3 tools/firmware_size.py "$firmware" --flash-max $((128 * 1024)) --ram-max $((16 * 1024))
+
+step "emulator: rp2040js (npm) and defmt-print for the firmware-in-the-loop test"
+(cd device-node/rp2040/emulator && npm ci --no-audit --no-fund --loglevel=error)
+command -v defmt-print >/dev/null 2>&1 || cargo install --locked defmt-print
 
 step "host tests"
 log=$(mktemp)
@@ -83,18 +107,6 @@ awk -v e="$exposure" 'BEGIN { exit !(e != "" && e + 0 <= 2.0) }' || { echo "expo
 
 step "device-node for thumbv6m-none-eabi (no_std, no alloc)"
 cargo build -p device-node --target thumbv6m-none-eabi --release --locked
-
-step "firmware: device-node/rp2040 in release, its UF2, and its size budget"
-command -v elf2uf2-rs >/dev/null 2>&1 || cargo install --locked elf2uf2-rs --no-default-features
-firmware=target/thumbv6m-none-eabi/release/longproto-node-rp2040
-(
-    cd device-node/rp2040
-    cargo fmt -- --check
-    CARGO_TARGET_DIR="$OLDPWD/target" cargo build --release --locked
-)
-elf2uf2-rs "$firmware" "$firmware.uf2"
-echo "UF2: $firmware.uf2 ($(wc -c <"$firmware.uf2") bytes)"
-python3 tools/firmware_size.py "$firmware" --flash-max $((128 * 1024)) --ram-max $((16 * 1024))
 
 step "all checks passed"
 echo "host tests: ${passed:-0} passed, ${failed:-0} failed"

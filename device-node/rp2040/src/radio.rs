@@ -35,6 +35,10 @@ impl InterfaceVariant for Sx1276Pins<'_> {
     }
 
     async fn await_irq(&mut self) -> Result<(), RadioError> {
+        if cfg!(feature = "broken-wait-dio0-only") {
+            self.dio0.wait_for_high().await;
+            return Ok(());
+        }
         match select(self.dio0.wait_for_high(), self.dio1.wait_for_high()).await {
             Either::First(()) | Either::Second(()) => Ok(()),
         }
