@@ -531,6 +531,11 @@ fn rx1(tx: &Value, phy: &[u8], delay_ms: u64) -> Value {
     json!({"phy": hex::encode(phy), "delay_ms": delay_ms, "freq": tx["freq"], "sf": tx["sf"], "bw": tx["bw"]})
 }
 
+/// RX2 in EU868 as the join accept set it: 869.525 MHz, DR0 (SF12, 125 kHz), 1 s after RX1.
+fn rx2(phy: &[u8]) -> Value {
+    json!({"phy": hex::encode(phy), "delay_ms": RX1_DELAY_MS + 1_000, "freq": 869_525_000, "sf": 12, "bw": 125_000})
+}
+
 /// Every transmission's time on air must be what gateway-config computes.
 fn check_time_on_air(tx: &Value) -> Result<(), String> {
     let len = tx["phy"].as_str().unwrap().len() / 2;
@@ -570,6 +575,8 @@ fn relocked(actuator: &[(f64, bool)]) -> bool {
 struct Report {
     uplinks: u32,
     empty_windows: usize,
+    /// Frames received in RX2 (869.525 MHz).
+    rx2_received: usize,
     actuator_rises: usize,
     relocked: bool,
     /// Device time covered, in seconds.
@@ -685,11 +692,14 @@ async fn unlock_through_the_bridge(fw: &Firmware) -> Result<Report, String> {
             replays_sent = 1;
             replayed_phy.clone()
         } else if state == "executed" && replays_sent == 1 {
-            // the same command in a new, valid frame: the replay window must refuse it
+            // the same command in a new, valid frame, in RX2 this time: the replay window
+            // must refuse it
             replays_sent = 2;
             let mut item = executed_frame.clone().unwrap();
             item.confirmed = false;
-            Some(ns.downlink(&item))
+            let phy = ns.downlink(&item);
+            node.reply(id, Some(rx2(&phy)));
+            continue;
         } else {
             None
         };
@@ -715,6 +725,11 @@ async fn unlock_through_the_bridge(fw: &Firmware) -> Result<Report, String> {
     .await;
     Ok(Report {
         uplinks,
+        rx2_received: node
+            .windows
+            .iter()
+            .filter(|w| w["result"] == "received" && w["freq"] == 869_525_000)
+            .count(),
         empty_windows: node
             .windows
             .iter()
@@ -802,6 +817,10 @@ async fn the_release_uf2_joins_reports_and_executes_an_unlock_once() {
     assert!(
         report.empty_windows >= 2,
         "the node never had an empty receive window to survive"
+    );
+    assert_eq!(
+        report.rx2_received, 1,
+        "the replay sent in RX2 was not received"
     );
     assert!(report.uplinks >= 4);
 }
