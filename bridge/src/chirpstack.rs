@@ -189,6 +189,13 @@ pub fn parse_event(event: &str, payload: &[u8], marshaler: Marshaler) -> Result<
             }
         };
     }
+    if json && event == "up" {
+        // the common case without pbjson's slow number handling; anything unusual falls
+        // through to chirpstack_api's own reader below
+        if let Some(up) = crate::uplink_json::read_up(payload) {
+            return Ok(Event::Up(up));
+        }
+    }
     match event {
         "up" => read!(Up, ev::UplinkEvent),
         "join" => read!(Join, ev::JoinEvent),
@@ -237,7 +244,8 @@ fn application_of(up: &ev::UplinkEvent, vars: &HashMap<&str, &str>) -> String {
 
 /// Turns an `up` event into pipeline input.
 pub fn uplink_from_event(e: &ev::UplinkEvent, device: DeviceId, received: Instant) -> Uplink {
-    let info = e.device_info.clone().unwrap_or_default();
+    let no_info = ev::DeviceInfo::default();
+    let info = e.device_info.as_ref().unwrap_or(&no_info);
     // The best gateway: highest SNR, then highest RSSI.
     let best = e
         .rx_info
@@ -278,7 +286,7 @@ pub fn uplink_from_event(e: &ev::UplinkEvent, device: DeviceId, received: Instan
         "class": class_name(info.device_class_enabled),
         "tags": info.tags,
     });
-    let mut facts = device_facts(&info);
+    let mut facts = device_facts(info);
     facts.insert("dev_addr".into(), json!(e.dev_addr));
     facts.insert("dr".into(), json!(e.dr));
     facts.insert("region".into(), json!(e.region_config_id));

@@ -26,3 +26,4 @@ pub mod pipeline;
 pub mod service;
 pub mod sigfox;
 pub mod state;
+mod uplink_json;

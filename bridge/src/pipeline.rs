@@ -290,11 +290,11 @@ impl Pipeline {
     }
 
     async fn publish_state(&self, device: &DeviceId) {
-        let Some(state) = self.state(device) else {
+        let Some(state) = lock(&self.states).get(device).map(|s| s.to_bytes(device)) else {
             return;
         };
         let topic = format!("{}/state", self.publisher.device_topic(device));
-        self.publisher.publish_json(&topic, &state, true).await;
+        self.publisher.publish(&topic, state, true).await;
     }
 
     /// Publishes a device's state now, or leaves it to the pacing.
@@ -387,7 +387,7 @@ impl Pipeline {
             let st = states.entry(up.device.clone()).or_default();
             st.last_seen = Some(received_at);
             st.merge_records(&records);
-            st.merge_network(&up.network_facts);
+            st.merge_network(up.network_facts);
         }
         self.state_changed(&up.device).await;
         Some(Ingested { codec, records })
@@ -399,7 +399,7 @@ impl Pipeline {
             let mut states = lock(&self.states);
             let st = states.entry(device.clone()).or_default();
             st.last_seen = Some(now_rfc3339());
-            st.merge_network(&facts);
+            st.merge_network(facts);
         }
         self.state_changed(device).await;
     }

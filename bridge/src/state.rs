@@ -1,6 +1,6 @@
 //! The last known state of each device, published retained on `{root}/{network}/{id}/state`.
 use crate::device::DeviceId;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 /// What the bridge knows of one device.
 #[derive(Debug, Clone, Default)]
@@ -35,22 +35,48 @@ impl DeviceState {
     }
 
     /// Sets network facts, keeping the ones not mentioned.
-    pub fn merge_network(&mut self, facts: &Map<String, Value>) {
+    pub fn merge_network(&mut self, facts: Map<String, Value>) {
         for (k, v) in facts {
-            self.network.insert(k.clone(), v.clone());
+            self.network.insert(k, v);
         }
     }
 
     /// The retained JSON, as GET /v1/devices/{network}/{id} answers too.
     pub fn to_json(&self, device: &DeviceId) -> Value {
-        json!({
-            "device": device.to_string(),
-            "network": device.network.name(),
-            "id": device.id,
-            "last_seen": self.last_seen,
-            "records": self.records,
-            "network_info": self.network,
-            "pending_commands": self.pending_commands,
-        })
+        serde_json::to_value(self.view(device)).unwrap_or(Value::Null)
     }
+
+    /// The same JSON as bytes, serialised from the state in place (no copy of its maps).
+    pub fn to_bytes(&self, device: &DeviceId) -> Vec<u8> {
+        serde_json::to_vec(&self.view(device)).unwrap_or_default()
+    }
+
+    fn view<'a>(&'a self, device: &'a DeviceId) -> StateOut<'a> {
+        StateOut {
+            device,
+            network: device.network.name(),
+            id: &device.id,
+            last_seen: &self.last_seen,
+            records: &self.records,
+            network_info: &self.network,
+            pending_commands: self.pending_commands,
+        }
+    }
+}
+
+/// The retained state's JSON shape, borrowed from a [`DeviceState`].
+#[derive(serde::Serialize)]
+struct StateOut<'a> {
+    #[serde(serialize_with = "display")]
+    device: &'a DeviceId,
+    network: &'a str,
+    id: &'a str,
+    last_seen: &'a Option<String>,
+    records: &'a Map<String, Value>,
+    network_info: &'a Map<String, Value>,
+    pending_commands: u64,
+}
+
+fn display<S: serde::Serializer>(d: &&DeviceId, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(d)
 }
