@@ -242,6 +242,32 @@ fn application_of(up: &ev::UplinkEvent, vars: &HashMap<&str, &str>) -> String {
         .unwrap_or_default()
 }
 
+/// An uplink's `meta`, serialised straight from the event (the contract's field order).
+#[derive(serde::Serialize)]
+struct LorawanMeta<'a> {
+    time: &'a Option<chirpstack_api::pbjson_types::Timestamp>,
+    deduplication_id: &'a str,
+    dev_addr: &'a str,
+    f_cnt: u32,
+    f_port: u32,
+    dr: u32,
+    adr: bool,
+    confirmed: bool,
+    frequency: Option<u32>,
+    spreading_factor: Option<u32>,
+    bandwidth: Option<u32>,
+    rssi: Option<i32>,
+    snr: Option<f64>,
+    gateway_id: Option<&'a str>,
+    gateways: usize,
+    region: &'a str,
+    device_name: &'a str,
+    application_id: &'a str,
+    device_profile_id: &'a str,
+    class: &'static str,
+    tags: &'a HashMap<String, String>,
+}
+
 /// Turns an `up` event into pipeline input.
 pub fn uplink_from_event(e: &ev::UplinkEvent, device: DeviceId, received: Instant) -> Uplink {
     let no_info = ev::DeviceInfo::default();
@@ -263,29 +289,30 @@ pub fn uplink_from_event(e: &ev::UplinkEvent, device: DeviceId, received: Instan
         }
         None => (None, None, None),
     };
-    let meta = json!({
-        "time": timestamp(&e.time),
-        "deduplication_id": e.deduplication_id,
-        "dev_addr": e.dev_addr,
-        "f_cnt": e.f_cnt,
-        "f_port": e.f_port,
-        "dr": e.dr,
-        "adr": e.adr,
-        "confirmed": e.confirmed,
-        "frequency": frequency,
-        "spreading_factor": sf,
-        "bandwidth": bw,
-        "rssi": best.map(|g| g.rssi),
-        "snr": best.map(|g| g.snr),
-        "gateway_id": best.map(|g| g.gateway_id.clone()),
-        "gateways": e.rx_info.len(),
-        "region": e.region_config_id,
-        "device_name": info.device_name,
-        "application_id": info.application_id,
-        "device_profile_id": info.device_profile_id,
-        "class": class_name(info.device_class_enabled),
-        "tags": info.tags,
-    });
+    let meta = LorawanMeta {
+        time: &e.time,
+        deduplication_id: &e.deduplication_id,
+        dev_addr: &e.dev_addr,
+        f_cnt: e.f_cnt,
+        f_port: e.f_port,
+        dr: e.dr,
+        adr: e.adr,
+        confirmed: e.confirmed,
+        frequency,
+        spreading_factor: sf,
+        bandwidth: bw,
+        rssi: best.map(|g| g.rssi),
+        // as f64, as the published JSON has always had it
+        snr: best.map(|g| f64::from(g.snr)),
+        gateway_id: best.map(|g| g.gateway_id.as_str()),
+        gateways: e.rx_info.len(),
+        region: &e.region_config_id,
+        device_name: &info.device_name,
+        application_id: &info.application_id,
+        device_profile_id: &info.device_profile_id,
+        class: class_name(info.device_class_enabled),
+        tags: &info.tags,
+    };
     let mut facts = device_facts(info);
     facts.insert("dev_addr".into(), json!(e.dev_addr));
     facts.insert("dr".into(), json!(e.dr));
@@ -301,10 +328,7 @@ pub fn uplink_from_event(e: &ev::UplinkEvent, device: DeviceId, received: Instan
             device_profile: Some(info.device_profile_id.clone()).filter(|s| !s.is_empty()),
             sigfox_device_type: None,
         },
-        meta: match meta {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        },
+        meta: serde_json::value::to_raw_value(&meta).expect("the metadata serialises"),
         network_facts: facts,
     }
 }

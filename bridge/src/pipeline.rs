@@ -7,6 +7,7 @@ use crate::metrics::{FailureLabels, Metrics, NetworkLabels, UplinkLabels};
 use crate::mqtt::Publisher;
 use crate::state::DeviceState;
 use gateway_config::CodecSettings;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -30,8 +31,9 @@ pub struct Uplink {
     pub dedup_key: Option<String>,
     /// What selects the codec besides the device itself.
     pub codec_keys: CodecKeys,
-    /// Network metadata, published as `meta`.
-    pub meta: Map<String, Value>,
+    /// Network metadata, published as `meta`: a JSON object, serialised by the adapter
+    /// straight from the network's event.
+    pub meta: Box<RawValue>,
     /// Network facts kept in the device state.
     pub network_facts: Map<String, Value>,
 }
@@ -47,7 +49,7 @@ struct TelemetryOut<'a> {
     fport: Option<u8>,
     records: &'a [Value],
     raw_hex: &'a str,
-    meta: &'a Map<String, Value>,
+    meta: &'a RawValue,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<ErrorOut<'a>>,
 }
