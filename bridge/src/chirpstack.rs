@@ -655,13 +655,8 @@ impl ChirpstackAdapter {
                 let window = window.filter(|_| {
                     !filled_early && ingested.is_some() && self.commands.has_queued(&device)
                 });
-                let acks: Vec<Value> = match &ingested {
-                    Some(ingested) if self.commands.has_open(&device) => ingested
-                        .records
-                        .iter()
-                        .filter(|r| r.get("kind").and_then(Value::as_str) == Some("ack"))
-                        .cloned()
-                        .collect(),
+                let acks: Vec<Value> = match ingested {
+                    Some(ingested) if self.commands.has_open(&device) => ingested.acks,
                     _ => Vec::new(),
                 };
                 if window.is_some() || !acks.is_empty() {

@@ -77,8 +77,9 @@ pub struct CodecKeys {
 pub struct Ingested {
     /// The codec used.
     pub codec: Codec,
-    /// The decoded records (empty when it did not decode).
-    pub records: Vec<Value>,
+    /// The device's acknowledgement records (`kind` `ack`) among the decoded ones: what
+    /// the command queue needs; the rest went to telemetry and the state.
+    pub acks: Vec<Value>,
 }
 
 /// The codec of each device, from `[codecs]`.
@@ -384,15 +385,20 @@ impl Pipeline {
             .ingest_latency
             .observe(up.received.elapsed().as_secs_f64());
 
+        let acks = records
+            .iter()
+            .filter(|r| r.get("kind").and_then(Value::as_str) == Some("ack"))
+            .cloned()
+            .collect();
         {
             let mut states = lock(&self.states);
             let st = states.entry(up.device.clone()).or_default();
             st.last_seen = Some(received_at);
-            st.merge_records(&records);
+            st.merge_records(records);
             st.merge_network(up.network_facts);
         }
         self.state_changed(&up.device).await;
-        Some(Ingested { codec, records })
+        Some(Ingested { codec, acks })
     }
 
     /// Updates a device's network facts (join, status events) and republishes its state.

@@ -251,7 +251,7 @@ async fn uplink_inner(
         if take_quota(s, &device, day).await {
             let plan = s
                 .commands
-                .after_uplink(&device, &ingested.records, window)
+                .after_uplink(&device, &ingested.acks, window)
                 .await;
             if plan.is_none() {
                 let _ = s.commands.store().return_daily_quota(&device, day).await;
@@ -259,14 +259,10 @@ async fn uplink_inner(
             plan
         } else {
             note_quota(s, &device, day).await;
-            s.commands
-                .after_uplink(&device, &ingested.records, None)
-                .await
+            s.commands.after_uplink(&device, &ingested.acks, None).await
         }
     } else {
-        s.commands
-            .after_uplink(&device, &ingested.records, None)
-            .await
+        s.commands.after_uplink(&device, &ingested.acks, None).await
     };
     Ok(match plan {
         Some(plan) => {

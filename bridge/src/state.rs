@@ -19,17 +19,16 @@ pub struct DeviceState {
 
 impl DeviceState {
     /// Merges decoded records: each replaces the last one of its kind.
-    pub fn merge_records(&mut self, records: &[Value]) {
-        for r in records {
-            let key = match (r.get("kind"), r.get("type"), r.get("channel")) {
-                (Some(Value::String(k)), _, _) => k.clone(),
-                (_, Some(Value::String(t)), Some(c)) => format!("{t}/{c}"),
-                _ => continue,
+    pub fn merge_records(&mut self, records: Vec<Value>) {
+        for mut r in records {
+            let Value::Object(m) = &mut r else { continue };
+            let key = match m.shift_remove("kind") {
+                Some(Value::String(k)) => k,
+                _ => match (m.get("type"), m.get("channel")) {
+                    (Some(Value::String(t)), Some(c)) => format!("{t}/{c}"),
+                    _ => continue,
+                },
             };
-            let mut r = r.clone();
-            if let Value::Object(m) = &mut r {
-                m.remove("kind");
-            }
             self.records.insert(key, r);
         }
     }
