@@ -23,6 +23,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The allocator the `longproto-bridge` binary uses, so that this measures what runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const FLEET: u64 = 1000;
 
 fn eui(i: u64) -> String {

@@ -3,7 +3,8 @@
 //! every message unchanged, with the same client library, QoS 1 and manual acks, and no
 //! decoding.
 //!
-//! cargo bench -p longproto-bridge --bench ingest
+//! cargo bench -p longproto-bridge --bench ingest   (BENCH_ROUNDS, BENCH_BURST, BENCH_RATE,
+//! BENCH_SECS, BENCH_ONLY adjust it)
 //!
 //! 1. throughput: N uplinks published as fast as the publisher can; time until the sink
 //!    has N outputs;
@@ -17,6 +18,10 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The allocator the `longproto-bridge` binary uses, so that this measures what runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Uplinks come round-robin from a fleet of this many devices.
 const FLEET: u64 = 1000;
@@ -274,11 +279,15 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4);
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     println!(
-        "ingest through mosquitto: burst of {n_burst}, then {rate}/s for {secs} s; each system twice, alternating"
+        "ingest through mosquitto: burst of {n_burst}, then {rate}/s for {secs} s; each system {rounds} times, alternating"
     );
     let mut rows = Vec::new();
-    for round in 0..2 {
+    for round in 0..rounds {
         for name in [
             "null forwarder (baseline)",
             "longproto-bridge",
@@ -326,6 +335,33 @@ async fn main() {
             .fold(0.0, f64::max)
     };
     let null = best("null");
+    // The broker, the load and the system share two cores, and the baseline alone moves
+    // by a third between rounds: each round's ratio compares neighbours in time.
+    for name in ["longproto-bridge", "longproto-bridge, unpaced state"] {
+        let mut ratios: Vec<f64> = (0..rounds)
+            .filter_map(|round| {
+                let of = |n: &str| {
+                    rows.iter()
+                        .filter(|(m, _)| *m == n)
+                        .nth(round)
+                        .map(|(_, r)| r.throughput)
+                };
+                Some(of(name)? / of("null forwarder (baseline)")?)
+            })
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        if !ratios.is_empty() {
+            println!(
+                "{name}: ratio to the null forwarder of the same round: {} (median {:.2})",
+                ratios
+                    .iter()
+                    .map(|r| format!("{r:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                ratios[ratios.len() / 2]
+            );
+        }
+    }
     for name in ["longproto-bridge", "longproto-bridge, unpaced state"] {
         let b = rows
             .iter()

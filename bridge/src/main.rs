@@ -2,6 +2,11 @@ use clap::Parser;
 use longproto_bridge::cli::{Cli, load_settings, run_tool};
 use std::process::ExitCode;
 
+/// mimalloc: the ingest path allocates small strings and maps per message, and glibc
+/// malloc spent a sixth of the CPU in them (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(command) = &cli.command {
