@@ -85,8 +85,10 @@ fi
 $py tools/lorawan_vectors.py --check
 
 step "deploy: the example configuration is valid and is what 'configfile' prints"
-cargo build -p longproto-bridge --locked
+# the binary the host tests built; a plain `cargo build` here would compile the
+# dependencies a second time, with the feature set of a non-test build
 bridge=target/debug/longproto-bridge
+[ -x "$bridge" ] || cargo build -p longproto-bridge --locked
 "$bridge" check-config -c deploy/longproto-bridge.toml
 diff -u deploy/longproto-bridge.toml <("$bridge" configfile)
 
