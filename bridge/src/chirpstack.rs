@@ -245,7 +245,9 @@ fn application_of(up: &ev::UplinkEvent, vars: &HashMap<&str, &str>) -> String {
 /// An uplink's `meta`, serialised straight from the event (the contract's field order).
 #[derive(serde::Serialize)]
 struct LorawanMeta<'a> {
-    time: &'a Option<chirpstack_api::pbjson_types::Timestamp>,
+    /// `null` when absent or outside what RFC 3339 can write (a protobuf event can say
+    /// anything)
+    time: Value,
     deduplication_id: &'a str,
     dev_addr: &'a str,
     f_cnt: u32,
@@ -290,7 +292,7 @@ pub fn uplink_from_event(e: &ev::UplinkEvent, device: DeviceId, received: Instan
         None => (None, None, None),
     };
     let meta = LorawanMeta {
-        time: &e.time,
+        time: timestamp(&e.time),
         deduplication_id: &e.deduplication_id,
         dev_addr: &e.dev_addr,
         f_cnt: e.f_cnt,
@@ -328,7 +330,7 @@ pub fn uplink_from_event(e: &ev::UplinkEvent, device: DeviceId, received: Instan
             device_profile: Some(info.device_profile_id.clone()).filter(|s| !s.is_empty()),
             sigfox_device_type: None,
         },
-        meta: serde_json::value::to_raw_value(&meta).expect("the metadata serialises"),
+        meta: crate::pipeline::raw_json(&meta),
         network_facts: facts,
     }
 }
@@ -751,6 +753,25 @@ impl ChirpstackAdapter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_time_rfc_3339_cannot_write_is_null_in_meta_not_a_crash() {
+        // protobuf can carry any seconds; chrono (under pbjson) cannot format this one
+        let e = ev::UplinkEvent {
+            time: Some(chirpstack_api::pbjson_types::Timestamp {
+                seconds: i64::MAX,
+                nanos: 0,
+            }),
+            deduplication_id: "d".into(),
+            ..Default::default()
+        };
+        assert!(serde_json::to_value(e.time.as_ref().unwrap()).is_err());
+        let device = DeviceId::new(Network::Lorawan, "70b3d57ed0051a2b").unwrap();
+        let up = uplink_from_event(&e, device, Instant::now());
+        let meta: Value = serde_json::from_str(up.meta.get()).unwrap();
+        assert_eq!(meta["time"], Value::Null);
+        assert_eq!(meta["deduplication_id"], "d");
+    }
 
     #[test]
     fn templates() {

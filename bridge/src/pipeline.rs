@@ -247,6 +247,12 @@ impl StatePacing {
     }
 }
 
+/// A value as pre-serialised JSON for [`Uplink::meta`]; `{}` if it cannot be written.
+pub fn raw_json(v: &impl serde::Serialize) -> Box<RawValue> {
+    serde_json::value::to_raw_value(v)
+        .unwrap_or_else(|_| RawValue::from_string("{}".to_owned()).expect("`{}` is JSON"))
+}
+
 /// The current time as RFC 3339.
 pub fn now_rfc3339() -> String {
     OffsetDateTime::now_utc()

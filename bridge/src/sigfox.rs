@@ -235,7 +235,7 @@ async fn uplink_inner(
             sigfox_device_type: device_type,
             ..Default::default()
         },
-        meta: serde_json::value::to_raw_value(&meta).expect("a JSON map serialises"),
+        meta: crate::pipeline::raw_json(&meta),
         network_facts: facts,
     };
     let Some(ingested) = s.pipeline.ingest(up).await else {
