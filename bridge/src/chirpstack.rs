@@ -443,13 +443,7 @@ impl ChirpstackAdapter {
         while let Some(first) = rx.recv().await {
             // small batches (~1 ms of writing): a receive window's write queues behind
             // at most one of them
-            let mut batch = vec![first];
-            while batch.len() < 100 {
-                match rx.try_recv() {
-                    Ok(f) => batch.push(f),
-                    Err(_) => break,
-                }
-            }
+            let batch = crate::commands::take_batch(first, &mut rx, 100);
             if let Err(e) = commands.store().set_device_facts(&batch).await {
                 tracing::error!(devices = batch.len(), error = %e, "store failed saving device facts");
             }

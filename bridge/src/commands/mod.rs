@@ -201,13 +201,7 @@ impl Commands {
     /// most of it handing the statement to SQLite's thread and back).
     async fn persister(this: Weak<Commands>, mut rx: mpsc::UnboundedReceiver<Take>) {
         while let Some(first) = rx.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < 500 {
-                match rx.try_recv() {
-                    Ok(t) => batch.push(t),
-                    Err(_) => break,
-                }
-            }
+            let batch = take_batch(first, &mut rx, 500);
             let Some(this) = this.upgrade() else { return };
             let pairs: Vec<(String, String)> = batch
                 .iter()
@@ -740,4 +734,21 @@ fn valid_id(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `first` and whatever else is already waiting on `rx`, up to `max` in all: one write
+/// for everything that queued while the last one ran.
+pub(crate) fn take_batch<T>(
+    first: T,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>,
+    max: usize,
+) -> Vec<T> {
+    let mut batch = vec![first];
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(t) => batch.push(t),
+            Err(_) => break,
+        }
+    }
+    batch
 }
