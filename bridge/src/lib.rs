@@ -26,4 +26,5 @@ pub mod pipeline;
 pub mod service;
 pub mod sigfox;
 pub mod state;
+pub mod timeslice;
 mod uplink_json;

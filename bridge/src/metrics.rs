@@ -93,6 +93,12 @@ impl Default for Metrics {
     }
 }
 
+/// Upper bounds of the uplink → downlink histogram's buckets, in ms.
+pub const DOWNLINK_BUCKETS_MS: [f64; 22] = [
+    0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0,
+    90.0, 100.0, 250.0, 1000.0, 5000.0,
+];
+
 impl Metrics {
     /// Registers every metric.
     pub fn new() -> Self {
@@ -109,7 +115,9 @@ impl Metrics {
             mqtt_reconnects: Counter::default(),
             // 100 µs .. ~0.6 s in steps of 25 %, fine enough to read a p99 against 5 ms
             ingest_latency: Histogram::new(exponential_buckets(0.000_1, 1.25, 40)),
-            downlink_latency: Histogram::new(exponential_buckets(0.000_1, 1.25, 40)),
+            // bounds an operator alerts on: 5 ms (the bridge's own budget) and 90 ms (the
+            // latest a command/down still rides the window on ChirpStack's defaults)
+            downlink_latency: Histogram::new(DOWNLINK_BUCKETS_MS.iter().map(|ms| ms / 1000.0)),
             command_states: Family::default(),
             // 100 ms .. ~1 day
             command_duration: Histogram::new(exponential_buckets(0.1, 2.0, 20)),

@@ -185,7 +185,9 @@ pub async fn run_connection(
     let mut backoff = Duration::from_millis(50);
     let mut connections = 0u64;
     let mut disconnecting = false;
+    let mut slice = crate::timeslice::TimeSlice::default();
     loop {
+        slice.tick().await;
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 connections += 1;

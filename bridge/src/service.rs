@@ -261,7 +261,9 @@ async fn dispatch(
     client: AsyncClient,
     routes: Arc<Routes>,
 ) {
+    let mut slice = crate::timeslice::TimeSlice::default();
     loop {
+        slice.tick().await;
         let incoming = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => {

@@ -581,21 +581,31 @@ pub fn write_config(
     config
 }
 
+/// Of the observations of a Prometheus histogram in `/metrics` text, how many were at
+/// most `bound` (which must be one of its bucket bounds), and how many there were.
+pub fn histogram_within(metrics: &str, name: &str, bound: f64) -> Option<(u64, u64)> {
+    let buckets = histogram_buckets(metrics, name);
+    let within = buckets.iter().find(|(le, _)| *le == bound)?.1;
+    Some((within, buckets.last()?.1))
+}
+
+fn histogram_buckets(text: &str, name: &str) -> Vec<(f64, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&format!("{name}_bucket{{le=\""))?;
+            let (le, count) = rest.split_once("\"} ")?;
+            Some((
+                le.parse().unwrap_or(f64::INFINITY),
+                count.trim().parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
 /// The upper bound of the bucket holding the `p`-th quantile of a Prometheus histogram in
 /// `/metrics` text (`before`: an earlier reading to subtract, to look at one phase only).
 pub fn histogram_quantile(metrics: &str, before: Option<&str>, name: &str, p: f64) -> Option<f64> {
-    let buckets = |text: &str| -> Vec<(f64, u64)> {
-        text.lines()
-            .filter_map(|l| {
-                let rest = l.strip_prefix(&format!("{name}_bucket{{le=\""))?;
-                let (le, count) = rest.split_once("\"} ")?;
-                Some((
-                    le.parse().unwrap_or(f64::INFINITY),
-                    count.trim().parse().ok()?,
-                ))
-            })
-            .collect()
-    };
+    let buckets = |text: &str| histogram_buckets(text, name);
     let after = buckets(metrics);
     let before = before
         .map(buckets)
