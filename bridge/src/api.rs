@@ -196,13 +196,21 @@ async fn list(
             );
         }
     };
+    read_after_windows(&s).await;
     match s.commands.store().list(&device, state, limit).await {
         Ok(cmds) => axum::Json(json!({"device": device.to_string(), "commands": cmds.iter().map(|c| c.to_json()).collect::<Vec<_>>()})).into_response(),
         Err(e) => store_unavailable(e),
     }
 }
 
+/// Reads show the receive windows already handed over (their store write is at most
+/// a few ms behind); a store that does not answer is reported by the read itself.
+async fn read_after_windows(s: &AppState) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), s.commands.settled()).await;
+}
+
 async fn get_one(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    read_after_windows(&s).await;
     match s.commands.store().get(&id).await {
         Ok(Some((cmd, history))) => {
             let mut v = cmd.to_json();

@@ -391,6 +391,7 @@ async fn ack_inner(
 
 /// The downlink id of the device's newest command with the network.
 async fn last_downlink(commands: &Commands, device: &DeviceId) -> Option<String> {
+    commands.settled().await;
     let newest = commands
         .store()
         .list(device, Some(CommandState::Scheduled), 1)

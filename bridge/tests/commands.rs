@@ -645,3 +645,30 @@ async fn commands_arrive_over_mqtt_too() {
     );
     bridge.shutdown().await;
 }
+
+/// A window hands its commands over before the store records them (the journal covers a
+/// crash): a cancel, an expiry or a network event that comes in between waits for that
+/// record, so it never finds a command on its way to the device still `queued`. One
+/// thread, so that nothing else runs between the window and the cancel.
+#[tokio::test(flavor = "current_thread")]
+async fn a_cancel_right_after_a_window_finds_the_command_scheduled() {
+    let broker = Mosquitto::start();
+    let bridge = start_bridge(&broker, settings(&broker, "bridge-race")).await;
+    let id = create(&bridge, EUI, json!({"command": "unlock"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let device = longproto_bridge::device::DeviceId::parse("lorawan", EUI).unwrap();
+    let window = longproto_bridge::commands::ReceiveWindow { frames: 1 };
+    let plan = bridge
+        .commands()
+        .fill_window(&device, window)
+        .await
+        .expect("the queued unlock");
+    assert_eq!(plan.commands, [id.as_str()]);
+    match bridge.commands().cancel(&id).await {
+        Err(Ok(state)) => assert_eq!(state.name(), "scheduled"),
+        other => panic!("a command already handed over was cancelled: {other:?}"),
+    }
+    bridge.shutdown().await;
+}

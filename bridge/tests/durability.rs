@@ -125,3 +125,76 @@ async fn kill_9_loses_no_accepted_command_and_duplicates_none() {
     assert_eq!(v["counter"], 6, "the counter carries on across restarts");
     kill9(&broker, &mut child).await;
 }
+
+/// The window journal: a window handed over to ChirpStack whose store write had not
+/// happened when the process died is applied at start, so it is never sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_handed_over_before_its_store_write_is_not_sent_again() {
+    let broker = Mosquitto::start();
+    let bin = Binary::new(&broker);
+    let eui = "70b3d57ed0051a2c";
+    let mut cs = ChirpstackDouble::new(&broker, "app-1").await;
+
+    let mut child = bin.start(&broker).await;
+    let mut ids = Vec::new();
+    for command in ["unlock", "locate"] {
+        let (status, v) = api(
+            bin.addr,
+            "POST",
+            &format!("/v1/devices/lorawan/{eui}/commands"),
+            Some(&json!({"command": command})),
+        )
+        .await;
+        assert_eq!(status, 202, "{v}");
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    kill9(&broker, &mut child).await;
+    // what the bridge writes as it hands a window over: here the unlock went out, and
+    // the process died before the store recorded it
+    let journal = bin._dir.path().join("bridge.db-windows");
+    std::fs::write(
+        &journal,
+        format!(
+            "{}\n",
+            json!({"at": 1_790_000_000_000i64, "downlink": ids[0], "commands": [ids[0]]})
+        ),
+    )
+    .unwrap();
+
+    let mut child = bin.start(&broker).await;
+    assert_eq!(
+        std::fs::read(&journal).unwrap(),
+        b"",
+        "applied at start and emptied"
+    );
+    let (_, v) = api(bin.addr, "GET", &format!("/v1/commands/{}", ids[0]), None).await;
+    assert_eq!(v["state"], "scheduled", "{v}");
+    let last = v["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["state"], "scheduled", "{v}");
+    assert_eq!(
+        last["at"].as_str(),
+        Some(longproto_bridge::clock::rfc3339(1_790_000_000_000).as_str()),
+        "the time the window was taken, from the journal"
+    );
+    // the next window carries only the command that had not gone out
+    cs.up(eui, 5, 3, "").await;
+    let (_, down, data) = cs
+        .next_down(Duration::from_secs(10))
+        .await
+        .expect("the command still queued");
+    assert_eq!(down["id"], ids[1].as_str());
+    assert_eq!(data.len(), 8, "one frame: the unlock is not sent again");
+    // ChirpStack's txack for the journal's downlink finds its command
+    cs.txack(eui, &ids[0]).await;
+    let mut state = String::new();
+    for _ in 0..50 {
+        let (_, v) = api(bin.addr, "GET", &format!("/v1/commands/{}", ids[0]), None).await;
+        state = v["state"].as_str().unwrap_or("").to_owned();
+        if state == "sent" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state, "sent");
+    kill9(&broker, &mut child).await;
+}

@@ -4,6 +4,7 @@
 //! of some size, and gets back a [`DownlinkPlan`] to turn into its own protocol (a
 //! ChirpStack `command/down`, a Sigfox BIDIR reply). Every state change is stored with
 //! its time and published on `{root}/{network}/{id}/command-events`.
+pub mod journal;
 pub mod model;
 pub mod store;
 
@@ -13,13 +14,14 @@ use crate::device::DeviceId;
 use crate::mqtt::Publisher;
 use crate::pipeline::{Pipeline, lock};
 use gateway_config::CommandSettings;
+use journal::{Entry, Journal};
 use model::{Command, CommandState, HistoryEntry};
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use store::{CommandStore, Created, NewCommand, QueuedCommand, StoreError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, watch};
 
 /// The store the bridge runs on: SQLite, the embedded default.
 pub type Store = store::SqliteStore;
@@ -96,6 +98,11 @@ pub struct Commands {
     next_seq: AtomicI64,
     /// Windows taken from memory, on their way to the store.
     persist: mpsc::UnboundedSender<Take>,
+    /// The window journal and the sequence number of the last window taken.
+    windows: Mutex<WindowLog>,
+    /// The sequence number of the last window the store holds: state changes and
+    /// lookups by downlink wait for the windows taken before them (see [`Commands::settled`]).
+    stored: watch::Sender<u64>,
     /// Devices that may have commands not yet final: only their acknowledgement records
     /// are looked up in the store (anyone can send an ack record; it costs nothing then).
     commanded: Mutex<HashSet<DeviceId>>,
@@ -143,11 +150,16 @@ impl Pending {
 
 /// A window's commands, taken from memory, for the store.
 struct Take {
-    device: DeviceId,
-    commands: Vec<Pending>,
-    downlink_id: String,
-    /// The commands the store moved to `scheduled`; Err when the store failed.
-    done: oneshot::Sender<Result<Vec<(Command, HistoryEntry)>, ()>>,
+    seq: u64,
+    entry: Entry,
+}
+
+/// Windows taken so far, and where they are written first.
+struct WindowLog {
+    /// `None` when the store keeps no file (in memory) or the journal cannot be
+    /// written: windows then wait for the store before their hand-over.
+    journal: Option<Journal>,
+    taken: u64,
 }
 
 impl Commands {
@@ -159,6 +171,35 @@ impl Commands {
         pipeline: Arc<Pipeline>,
         settings: CommandSettings,
     ) -> Result<Arc<Self>, StoreError> {
+        // windows handed over before a stop whose store write had not happened yet
+        let journal_path = store.journal_path();
+        let mut replayed = Vec::new();
+        if let Some(path) = &journal_path {
+            let entries = Journal::read(path)
+                .map_err(|e| StoreError::Corrupt(format!("window journal: {e}")))?;
+            for e in &entries {
+                let pairs: Vec<(String, String)> = e
+                    .commands
+                    .iter()
+                    .map(|c| (c.clone(), e.downlink.clone()))
+                    .collect();
+                replayed.extend(store.mark_scheduled(&pairs, e.at).await?);
+            }
+            if !entries.is_empty() {
+                tracing::info!(
+                    windows = entries.len(),
+                    commands = replayed.len(),
+                    "window journal applied to the store"
+                );
+            }
+        }
+        let journal = journal_path.and_then(|path| match Journal::create(&path) {
+            Ok(j) => Some(j),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot open the window journal; receive windows will wait for the store");
+                None
+            }
+        });
         let loaded = store.queued_commands().await?;
         let mut queue: HashMap<DeviceId, Vec<Pending>> = HashMap::new();
         let mut max_seq = 0;
@@ -190,15 +231,20 @@ impl Commands {
             queue: Mutex::new(queue),
             next_seq: AtomicI64::new(max_seq + 1),
             persist,
+            windows: Mutex::new(WindowLog { journal, taken: 0 }),
+            stored: watch::Sender::new(0),
             commanded: Mutex::new(commanded),
         });
         tokio::spawn(Self::persister(Arc::downgrade(&commands), rx));
+        commands.announce_all(&replayed).await;
         Ok(commands)
     }
 
     /// Writes the windows taken from memory to the store: one write for every window
     /// waiting, so under load many windows share a commit (a write costs ~0.3 ms here,
-    /// most of it handing the statement to SQLite's thread and back).
+    /// most of it handing the statement to SQLite's thread and back). The windows were
+    /// handed over already (the journal holds them): a failed write is retried until the
+    /// store takes it.
     async fn persister(this: Weak<Commands>, mut rx: mpsc::UnboundedReceiver<Take>) {
         while let Some(first) = rx.recv().await {
             let batch = take_batch(first, &mut rx, 500);
@@ -206,30 +252,62 @@ impl Commands {
             let pairs: Vec<(String, String)> = batch
                 .iter()
                 .flat_map(|t| {
-                    t.commands
+                    t.entry
+                        .commands
                         .iter()
-                        .map(|p| (p.id.clone(), t.downlink_id.clone()))
+                        .map(|c| (c.clone(), t.entry.downlink.clone()))
                 })
                 .collect();
-            match this.store.mark_scheduled(&pairs, this.now()).await {
-                Ok(mut done) => {
-                    for t in batch {
-                        let (mine, rest): (Vec<_>, Vec<_>) = done
-                            .into_iter()
-                            .partition(|(c, _)| t.commands.iter().any(|p| p.id == c.id));
-                        done = rest;
-                        let _ = t.done.send(Ok(mine));
+            let last = batch.last().map_or(0, |t| t.seq);
+            let at = batch[0].entry.at;
+            let mut backoff = std::time::Duration::from_millis(50);
+            let changes = loop {
+                match this.store.mark_scheduled(&pairs, at).await {
+                    Ok(changes) => break changes,
+                    Err(e) => {
+                        tracing::error!(windows = batch.len(), error = %e, ?backoff, "store failed recording receive windows; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
                     }
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "store failed scheduling commands; they stay queued");
-                    for t in batch {
-                        this.requeue(&t.device, t.commands);
-                        let _ = t.done.send(Err(()));
+            };
+            if changes.len() < pairs.len() {
+                // only a command that left `queued` in the store after the window took
+                // it from memory, which the state changes' wait for this write prevents
+                tracing::warn!(
+                    taken = pairs.len(),
+                    scheduled = changes.len(),
+                    "windows carried commands the store no longer had queued"
+                );
+            }
+            this.announce_all(&changes).await;
+            this.stored.send_replace(last);
+            let mut log = lock(&this.windows);
+            if log.taken == last {
+                if let Some(j) = log
+                    .journal
+                    .as_mut()
+                    .filter(|j| j.len() >= journal::CLEAR_AT)
+                {
+                    if let Err(e) = j.clear() {
+                        tracing::warn!(path = %j.path().display(), error = %e, "cannot empty the window journal");
                     }
                 }
             }
         }
+    }
+
+    /// Waits until the store holds every window taken so far. Whatever reads or moves
+    /// a command's state by its store record calls this first, so it never sees a
+    /// command that is on its way to the device as still `queued`.
+    pub async fn settled(&self) {
+        let taken = lock(&self.windows).taken;
+        self.stored_up_to(taken).await;
+    }
+
+    async fn stored_up_to(&self, seq: u64) {
+        let mut rx = self.stored.subscribe();
+        let _ = rx.wait_for(|stored| *stored >= seq).await;
     }
 
     fn requeue(&self, device: &DeviceId, pending: Vec<Pending>) {
@@ -335,10 +413,11 @@ impl Commands {
         &self,
         id: &str,
     ) -> Result<Option<Command>, Result<CommandState, StoreError>> {
-        let now = self.now();
-        // the store decides; a window that took it from memory meanwhile finds it no
-        // longer queued there and leaves it out
+        // the store decides; a window that took it from memory meanwhile has it
+        // `scheduled` there once settled
         let taken = self.unqueue(None, id);
+        self.settled().await;
+        let now = self.now();
         match self
             .store
             .transition(
@@ -389,8 +468,10 @@ impl Commands {
 
     /// Takes the device's due commands for a window of this size: chosen in memory
     /// (lock/unlock first, then oldest, none past its expiry: the expiry sweep records
-    /// those), then marked `scheduled` in the store, and only then handed over: a
-    /// `kill -9` after the hand-over never sends them twice.
+    /// those), written to the window journal, and handed over; the store marks them
+    /// `scheduled` right behind (see [`journal`]). A `kill -9` after the hand-over never
+    /// sends them twice: the journal is applied to the store at start. Without a
+    /// journal the window waits for the store instead.
     pub async fn fill_window(
         &self,
         device: &DeviceId,
@@ -401,7 +482,7 @@ impl Commands {
         }
         let now = self.now();
         let mut stale = false;
-        let taken: Vec<Pending> = {
+        let (taken, seq, journaled) = {
             let mut queue = lock(&self.queue);
             let waiting = queue.get_mut(device)?;
             waiting.sort_by_key(Pending::order);
@@ -418,42 +499,48 @@ impl Commands {
             if waiting.iter().all(|p| p.expires_at <= now) {
                 queue.remove(device);
             }
-            taken
+            match taken.first() {
+                None => (taken, 0, true),
+                Some(first) => {
+                    // still under the queue's lock: whoever finds the command gone from
+                    // memory finds this window counted in `settled`
+                    let entry = Entry {
+                        at: now,
+                        downlink: first.id.clone(),
+                        commands: taken.iter().map(|p| p.id.clone()).collect(),
+                    };
+                    let mut log = lock(&self.windows);
+                    log.taken += 1;
+                    let seq = log.taken;
+                    let journaled = match log.journal.as_mut().map(|j| j.append(&entry)) {
+                        Some(Ok(())) => true,
+                        Some(Err(e)) => {
+                            tracing::error!(error = %e, "cannot write the window journal; this window waits for the store");
+                            false
+                        }
+                        None => false,
+                    };
+                    let _ = self.persist.send(Take { seq, entry });
+                    (taken, seq, journaled)
+                }
+            }
         };
         if stale {
             // a window saw commands past their expiry: record them now, not at the
             // next sweep
             self.expire_due().await;
         }
-        let downlink_id = taken.first()?.id.clone();
-        let (done, scheduled) = oneshot::channel();
-        let _ = self.persist.send(Take {
-            device: device.clone(),
-            commands: taken.clone(),
-            downlink_id: downlink_id.clone(),
-            done,
-        });
-        let scheduled = scheduled.await.ok()?.ok()?;
-        // in frame order, without any that left the queue meanwhile (cancelled, acked)
-        let kept: Vec<&Pending> = taken
-            .iter()
-            .filter(|p| scheduled.iter().any(|(c, _)| c.id == p.id))
-            .collect();
-        for (cmd, entry) in &scheduled {
-            self.announce(cmd, entry).await;
-        }
-        if kept.is_empty() {
-            return None;
+        let first = taken.first()?;
+        if !journaled {
+            self.stored_up_to(seq).await;
         }
         Some(DownlinkPlan {
             device: device.clone(),
-            // the store named the downlink after the first command taken, even when
-            // that one left the queue meanwhile
-            id: downlink_id,
-            payload: kept.iter().flat_map(|p| p.frame).collect(),
-            confirmed: kept.iter().any(|p| p.confirmed),
-            expires_at: kept.iter().map(|p| p.expires_at).min().unwrap_or(0),
-            commands: kept.iter().map(|p| p.id.clone()).collect(),
+            id: first.id.clone(),
+            payload: taken.iter().flat_map(|p| p.frame).collect(),
+            confirmed: taken.iter().any(|p| p.confirmed),
+            expires_at: taken.iter().map(|p| p.expires_at).min().unwrap_or(0),
+            commands: taken.iter().map(|p| p.id.clone()).collect(),
         })
     }
 
@@ -621,6 +708,7 @@ impl Commands {
     }
 
     async fn commands_of(&self, downlink_id: &str) -> Vec<Command> {
+        self.settled().await;
         self.store.by_network_ref(downlink_id).await.unwrap_or_else(|e| {
             tracing::error!(downlink_id, error = %e, "store failed reading a downlink's commands");
             Vec::new()
@@ -654,6 +742,7 @@ impl Commands {
         to: CommandState,
         reason: Option<&str>,
     ) -> bool {
+        self.settled().await;
         match self
             .store
             .transition(id, from, to, reason, self.now())
@@ -678,6 +767,7 @@ impl Commands {
 
     /// Expires queued commands past their time (run every second).
     pub async fn expire_due(&self) {
+        self.settled().await;
         match self.store.expire_due(self.now()).await {
             Ok(expired) => {
                 for (cmd, entry) in expired {
@@ -687,6 +777,12 @@ impl Commands {
                 }
             }
             Err(e) => tracing::error!(error = %e, "store failed expiring commands"),
+        }
+    }
+
+    async fn announce_all(&self, changes: &[(Command, HistoryEntry)]) {
+        for (cmd, entry) in changes {
+            self.announce(cmd, entry).await;
         }
     }
 

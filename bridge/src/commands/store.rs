@@ -145,6 +145,9 @@ pub trait CommandStore: Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = bool> + Send;
     /// Housekeeping off the request path, run every second.
     fn maintain(&self) -> impl Future<Output = ()> + Send;
+    /// Where this bridge's window journal lives (see [`super::journal`]): beside a
+    /// database file; `None` (an in-memory database) makes windows wait for the store.
+    fn journal_path(&self) -> Option<std::path::PathBuf>;
 }
 
 /// The migrations, applied in order, each once.
@@ -169,6 +172,8 @@ pub struct SqliteStore {
     reader: SqlitePool,
     /// Checkpoints the WAL into the database (see [`CommandStore::maintain`]).
     checkpointer: Arc<tokio::sync::Mutex<SqliteConnection>>,
+    /// The database file, unless it is in memory.
+    file: Option<std::path::PathBuf>,
 }
 
 impl SqliteStore {
@@ -198,6 +203,8 @@ impl SqliteStore {
             writer: Arc::new(tokio::sync::Mutex::new(writer)),
             reader: SqlitePoolOptions::new().connect_lazy_with(options.clone()),
             checkpointer: Arc::new(tokio::sync::Mutex::new(options.connect().await?)),
+            file: (!url.contains(":memory:") && !url.contains("mode=memory"))
+                .then(|| options.get_filename().to_owned()),
         };
         store.migrate().await?;
         // the readers open now, on the migrated database, not on the first uplinks
@@ -621,6 +628,13 @@ impl CommandStore for SqliteStore {
             .execute(&mut *self.writer.lock().await)
             .await?;
         Ok(())
+    }
+
+    fn journal_path(&self) -> Option<std::path::PathBuf> {
+        let file = self.file.as_ref()?;
+        let mut name = file.file_name()?.to_owned();
+        name.push("-windows");
+        Some(file.with_file_name(name))
     }
 
     async fn maintain(&self) {
