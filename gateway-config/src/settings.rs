@@ -168,7 +168,9 @@ section! {
     /// Where commands and their history are kept.
     StorageSettings ("storage") {
         /// sqlite:///absolute/path.db (the embedded default) or postgres://... (for
-        /// several bridge instances).
+        /// several bridge instances). Beside a database file the bridge keeps
+        /// "<file>-windows", the journal of receive windows not yet in the database:
+        /// back it up and move it with the database.
         url: String = "sqlite:///var/lib/longproto/bridge.db".into(),
     }
 }
