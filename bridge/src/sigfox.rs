@@ -17,8 +17,11 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value, json};
+use std::borrow::Cow;
 use std::collections::HashSet;
+use std::fmt;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -52,12 +55,146 @@ fn refuse(status: StatusCode, code: &str, message: impl Into<String>) -> Refusal
     Box::new(error(status, code, message))
 }
 
-/// Authenticates and parses a callback body into a map of fields.
-fn read_callback(
+/// The fields the bridge reads from a callback, each as text whatever JSON type the
+/// template gave it (borrowed from the body where it can be); every other field is
+/// skipped unread.
+#[derive(Debug, Default, PartialEq)]
+struct Fields<'a> {
+    device: Option<Cow<'a, str>>,
+    data: Option<Cow<'a, str>>,
+    seq_number: Option<Cow<'a, str>>,
+    time: Option<Cow<'a, str>>,
+    ack: Option<Cow<'a, str>>,
+    long_polling: Option<Cow<'a, str>>,
+    rssi: Option<Cow<'a, str>>,
+    snr: Option<Cow<'a, str>>,
+    station: Option<Cow<'a, str>>,
+    device_type_id: Option<Cow<'a, str>>,
+    info_code: Option<Cow<'a, str>>,
+    downlink_ack: Option<Cow<'a, str>>,
+    info_message: Option<Cow<'a, str>>,
+}
+
+impl<'a> Fields<'a> {
+    /// The slot of a field by its name in the callback, if the bridge reads it.
+    fn slot(&mut self, key: &str) -> Option<&mut Option<Cow<'a, str>>> {
+        Some(match key {
+            "device" => &mut self.device,
+            "data" => &mut self.data,
+            "seqNumber" => &mut self.seq_number,
+            "time" => &mut self.time,
+            "ack" => &mut self.ack,
+            "longPolling" => &mut self.long_polling,
+            "rssi" => &mut self.rssi,
+            "snr" => &mut self.snr,
+            "station" => &mut self.station,
+            "deviceTypeId" => &mut self.device_type_id,
+            "infoCode" => &mut self.info_code,
+            "downlinkAck" => &mut self.downlink_ack,
+            "infoMessage" => &mut self.info_message,
+            _ => return None,
+        })
+    }
+
+    /// From an `application/x-www-form-urlencoded` body.
+    fn from_form(body: &'a [u8]) -> Self {
+        let mut f = Fields::default();
+        for (k, v) in url::form_urlencoded::parse(body) {
+            if let Some(slot) = f.slot(&k) {
+                *slot = Some(v);
+            }
+        }
+        f
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FieldsVisitor;
+        impl<'de> Visitor<'de> for FieldsVisitor {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+                let mut fields = Fields::default();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    match fields.slot(&key) {
+                        // a repeated key: the last one counts, as in a JSON map
+                        Some(slot) => *slot = map.next_value::<Text<'de>>()?.0,
+                        None => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(fields)
+            }
+        }
+        d.deserialize_map(FieldsVisitor)
+    }
+}
+
+/// A value as text: a string as written, a number or boolean as JSON writes it; null,
+/// an array or an object is no value.
+struct Text<'a>(Option<Cow<'a, str>>);
+
+impl<'de> serde::Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Some(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Some(Cow::Owned(v))))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Text<'de>, E> {
+                Ok(Text(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Text<'de>, E> {
+                Ok(Text(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Text<'de>, E> {
+                // as serde_json writes the number back
+                Ok(Text(
+                    serde_json::Number::from_f64(v).map(|n| Cow::Owned(n.to_string())),
+                ))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Text<'de>, E> {
+                Ok(Text(Some(Cow::Borrowed(if v { "true" } else { "false" }))))
+            }
+            fn visit_unit<E>(self) -> Result<Text<'de>, E> {
+                Ok(Text(None))
+            }
+            fn visit_none<E>(self) -> Result<Text<'de>, E> {
+                Ok(Text(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Text<'de>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text<'de>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+        }
+        d.deserialize_any(TextVisitor)
+    }
+}
+
+/// Authenticates and reads a callback body (JSON or form) into its fields.
+fn read_callback<'b>(
     s: &AppState,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Map<String, Value>, Refusal> {
+    body: &'b Result<Bytes, BytesRejection>,
+) -> Result<Fields<'b>, Refusal> {
     let secret = &s.sigfox.secret;
     let given = bearer_or_basic_secret(headers);
     if secret.is_empty()
@@ -90,37 +227,36 @@ fn read_callback(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
     if form {
-        return Ok(url::form_urlencoded::parse(&body)
-            .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
-            .collect());
+        return Ok(Fields::from_form(body));
     }
-    match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "bad_body",
-            "expected a JSON object",
-        )),
-        Err(e) => Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "bad_json",
-            format!("not JSON: {e}"),
-        )),
-    }
+    serde_json::from_slice::<Fields>(body).map_err(|e| {
+        // well-formed JSON of another shape, or not JSON at all
+        if e.is_data() && serde_json::from_slice::<IgnoredAny>(body).is_ok() {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                "expected a JSON object",
+            )
+        } else {
+            let e = serde_json::from_slice::<IgnoredAny>(body)
+                .err()
+                .unwrap_or(e);
+            refuse(
+                StatusCode::BAD_REQUEST,
+                "bad_json",
+                format!("not JSON: {e}"),
+            )
+        }
+    })
 }
 
-/// A field as text, whether the template quoted it or not.
-fn text(m: &Map<String, Value>, key: &str) -> Option<String> {
-    match m.get(key)? {
-        Value::String(s) => Some(s.trim().to_owned()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
+/// A field's text, trimmed; `None` when absent.
+fn text<'f>(field: &'f Option<Cow<'_, str>>) -> Option<&'f str> {
+    field.as_deref().map(str::trim)
 }
 
-fn required(m: &Map<String, Value>, key: &str) -> Result<String, Refusal> {
-    text(m, key).filter(|s| !s.is_empty()).ok_or_else(|| {
+fn required<'f>(field: &'f Option<Cow<'_, str>>, key: &str) -> Result<&'f str, Refusal> {
+    text(field).filter(|s| !s.is_empty()).ok_or_else(|| {
         refuse(
             StatusCode::BAD_REQUEST,
             "missing_field",
@@ -129,10 +265,12 @@ fn required(m: &Map<String, Value>, key: &str) -> Result<String, Refusal> {
     })
 }
 
-fn number<T: std::str::FromStr>(m: &Map<String, Value>, key: &str) -> Result<Option<T>, Refusal> {
-    match text(m, key) {
-        None => Ok(None),
-        Some(s) if s.is_empty() => Ok(None),
+fn number<T: std::str::FromStr>(
+    field: &Option<Cow<'_, str>>,
+    key: &str,
+) -> Result<Option<T>, Refusal> {
+    match text(field) {
+        None | Some("") => Ok(None),
         Some(s) => s.parse().map(Some).map_err(|_| {
             refuse(
                 StatusCode::BAD_REQUEST,
@@ -143,8 +281,8 @@ fn number<T: std::str::FromStr>(m: &Map<String, Value>, key: &str) -> Result<Opt
     }
 }
 
-fn boolean(m: &Map<String, Value>, key: &str) -> Result<bool, Refusal> {
-    match text(m, key).as_deref() {
+fn boolean(field: &Option<Cow<'_, str>>, key: &str) -> Result<bool, Refusal> {
+    match text(field) {
         None | Some("") | Some("false") | Some("0") => Ok(false),
         Some("true") | Some("1") => Ok(true),
         Some(other) => Err(refuse(
@@ -153,6 +291,19 @@ fn boolean(m: &Map<String, Value>, key: &str) -> Result<bool, Refusal> {
             format!("{key}: \"{other}\" is not true or false"),
         )),
     }
+}
+
+/// The `meta` of a Sigfox uplink, as published with its telemetry.
+#[derive(serde::Serialize)]
+struct SigfoxMeta<'a> {
+    seq_number: Option<u16>,
+    time: Option<String>,
+    station: Option<&'a str>,
+    rssi: Option<f64>,
+    snr: Option<f64>,
+    device_type_id: Option<&'a str>,
+    ack: bool,
+    long_polling: bool,
 }
 
 /// `POST /v1/sigfox/uplink`: a DATA callback, UPLINK or BIDIR.
@@ -174,12 +325,12 @@ async fn uplink_inner(
     body: Result<Bytes, BytesRejection>,
     received: Instant,
 ) -> Result<Response, Refusal> {
-    let m = read_callback(s, headers, body)?;
-    let device_as_written = required(&m, "device")?;
-    let device = DeviceId::new(Network::Sigfox, &device_as_written)
+    let m = read_callback(s, headers, &body)?;
+    let device_as_written = required(&m.device, "device")?;
+    let device = DeviceId::new(Network::Sigfox, device_as_written)
         .map_err(|e| refuse(StatusCode::BAD_REQUEST, "bad_field", format!("device: {e}")))?;
-    let data_hex = text(&m, "data").unwrap_or_default();
-    let data = hex::decode(&data_hex).map_err(|_| {
+    let data_hex = text(&m.data).unwrap_or_default();
+    let data = hex::decode(data_hex).map_err(|_| {
         refuse(
             StatusCode::BAD_REQUEST,
             "bad_field",
@@ -193,7 +344,7 @@ async fn uplink_inner(
             format!("data: {} bytes; a Sigfox uplink has at most 12", data.len()),
         ));
     }
-    let seq: Option<u16> = number(&m, "seqNumber")?;
+    let seq: Option<u16> = number(&m.seq_number, "seqNumber")?;
     if seq.is_some_and(|q| q >= gateway_config::sigfox::SEQ_NUMBER_MODULUS) {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
@@ -201,25 +352,24 @@ async fn uplink_inner(
             "seqNumber: out of range 0..=4095",
         ));
     }
-    let time: Option<i64> = number(&m, "time")?;
-    let ack = boolean(&m, "ack")?;
-    let long_polling = boolean(&m, "longPolling")?;
-    let rssi: Option<f64> = number(&m, "rssi")?;
-    let snr: Option<f64> = number(&m, "snr")?;
-    let device_type = text(&m, "deviceTypeId").filter(|t| !t.is_empty());
+    let time: Option<i64> = number(&m.time, "time")?;
+    let ack = boolean(&m.ack, "ack")?;
+    let long_polling = boolean(&m.long_polling, "longPolling")?;
+    let rssi: Option<f64> = number(&m.rssi, "rssi")?;
+    let snr: Option<f64> = number(&m.snr, "snr")?;
+    let device_type = text(&m.device_type_id).filter(|t| !t.is_empty());
 
-    let mut meta = Map::new();
-    meta.insert("seq_number".into(), json!(seq));
-    meta.insert(
-        "time".into(),
-        json!(time.map(|t| crate::clock::rfc3339(t * 1000))),
-    );
-    meta.insert("station".into(), json!(text(&m, "station")));
-    meta.insert("rssi".into(), json!(rssi));
-    meta.insert("snr".into(), json!(snr));
-    meta.insert("device_type_id".into(), json!(device_type));
-    meta.insert("ack".into(), json!(ack));
-    meta.insert("long_polling".into(), json!(long_polling));
+    let meta = crate::pipeline::raw_json(&SigfoxMeta {
+        seq_number: seq,
+        time: time.map(|t| crate::clock::rfc3339(t * 1000)),
+        station: text(&m.station),
+        rssi,
+        snr,
+        device_type_id: device_type,
+        ack,
+        long_polling,
+    });
+    let device_type = device_type.map(str::to_owned);
     let mut facts = Map::new();
     facts.insert("device_type_id".into(), json!(device_type));
     // Retries (+1, +2, +4 min) and copies from several base stations repeat the message's
@@ -235,7 +385,7 @@ async fn uplink_inner(
             sigfox_device_type: device_type,
             ..Default::default()
         },
-        meta: crate::pipeline::raw_json(&meta),
+        meta,
         network_facts: facts,
     };
     let Some(ingested) = s.pipeline.ingest(up).await else {
@@ -268,7 +418,7 @@ async fn uplink_inner(
         Some(plan) => {
             let mut reply = Map::new();
             reply.insert(
-                device_as_written,
+                device_as_written.to_owned(),
                 json!({"downlinkData": hex::encode(&plan.payload)}),
             );
             (StatusCode::OK, axum::Json(Value::Object(reply))).into_response()
@@ -358,19 +508,19 @@ async fn ack_inner(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Refusal> {
-    let m = read_callback(s, headers, body)?;
-    let device_text = required(&m, "device")?;
-    let device = DeviceId::new(Network::Sigfox, &device_text)
+    let m = read_callback(s, headers, &body)?;
+    let device_text = required(&m.device, "device")?;
+    let device = DeviceId::new(Network::Sigfox, device_text)
         .map_err(|e| refuse(StatusCode::BAD_REQUEST, "bad_field", format!("device: {e}")))?;
-    let code: u32 = number(&m, "infoCode")?.ok_or_else(|| {
+    let code: u32 = number(&m.info_code, "infoCode")?.ok_or_else(|| {
         refuse(
             StatusCode::BAD_REQUEST,
             "missing_field",
             "infoCode: missing",
         )
     })?;
-    let acked = boolean(&m, "downlinkAck")?;
-    let message = text(&m, "infoMessage").unwrap_or_default();
+    let acked = boolean(&m.downlink_ack, "downlinkAck")?;
+    let message = text(&m.info_message).unwrap_or_default();
     let Some(downlink) = last_downlink(&s.commands, &device).await else {
         tracing::info!(device = %device, code, "ACKNOWLEDGE for a device with no downlink in flight");
         return Ok(StatusCode::NO_CONTENT.into_response());
@@ -398,4 +548,122 @@ async fn last_downlink(commands: &Commands, device: &DeviceId) -> Option<String>
         .await
         .ok()?;
     newest.into_iter().next()?.network_ref
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEYS: [&str; 15] = [
+        "device",
+        "data",
+        "seqNumber",
+        "time",
+        "ack",
+        "longPolling",
+        "rssi",
+        "snr",
+        "station",
+        "deviceTypeId",
+        "infoCode",
+        "downlinkAck",
+        "infoMessage",
+        "deviceType",
+        "x",
+    ];
+
+    /// What a field read as text used to be: the body parsed into a `serde_json` map,
+    /// each value as text the way the map writes it.
+    fn reference(body: &[u8]) -> Option<Vec<(String, Option<String>)>> {
+        let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(body) else {
+            return None;
+        };
+        let text = |k: &str| match m.get(k)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        };
+        Some(
+            KEYS[..13]
+                .iter()
+                .map(|k| (k.to_string(), text(k)))
+                .collect(),
+        )
+    }
+
+    fn read(body: &[u8]) -> Option<Vec<(String, Option<String>)>> {
+        let mut f = serde_json::from_slice::<Fields>(body).ok()?;
+        Some(
+            KEYS[..13]
+                .iter()
+                .map(|k| {
+                    (
+                        k.to_string(),
+                        f.slot(k).unwrap().as_deref().map(str::to_owned),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "[ -~\u{e9}\"\\\\]{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(2, 8, 3, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+                prop::collection::vec(("[a-z]{1,3}", inner), 0..3)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn fields_read_as_a_json_map_reads_them(
+            entries in prop::collection::vec((prop::sample::select(KEYS.to_vec()), value()), 0..10)
+        ) {
+            // written by hand so that keys can repeat, as a template may repeat them
+            let body = format!(
+                "{{{}}}",
+                entries
+                    .iter()
+                    .map(|(k, v)| format!("\"{k}\":{v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            prop_assert_eq!(read(body.as_bytes()), reference(body.as_bytes()), "{}", body);
+        }
+
+        #[test]
+        fn any_bytes_are_read_or_refused_never_a_panic(body in prop::collection::vec(any::<u8>(), 0..64)) {
+            let _ = serde_json::from_slice::<Fields>(&body);
+            let _ = Fields::from_form(&body);
+        }
+    }
+
+    #[test]
+    fn strings_with_escapes_numbers_and_booleans_read_as_text() {
+        let body = br#"{"device":"1A\u0032B","seqNumber":17,"rssi":-121.5,"ack":true,"snr":null,"station":{"id":1},"time":"1718031845"}"#;
+        let f: Fields = serde_json::from_slice(body).unwrap();
+        assert_eq!(f.device.as_deref(), Some("1A2B"));
+        assert_eq!(f.seq_number.as_deref(), Some("17"));
+        assert_eq!(f.rssi.as_deref(), Some("-121.5"));
+        assert_eq!(f.ack.as_deref(), Some("true"));
+        assert_eq!(f.snr, None);
+        assert_eq!(f.station, None, "an object is no value");
+        assert_eq!(f.time.as_deref(), Some("1718031845"));
+        let form = Fields::from_form(b"device=1A2B&ack=true&data=0a%20&other=1");
+        assert_eq!(form.device.as_deref(), Some("1A2B"));
+        assert_eq!(form.data.as_deref(), Some("0a "));
+        assert_eq!(form.ack.as_deref(), Some("true"));
+    }
 }
