@@ -163,12 +163,15 @@ impl Bridge {
         let mut stopping = stop_rx;
         let flush_pipeline = pipeline.clone();
         let windows = chirpstack.clone();
+        let queue = commands.clone();
         let task = tokio::spawn(async move {
             let _ = stopping.wait_for(|s| *s).await;
             let orderly = async {
                 let _ = server.await;
                 let _ = dispatcher.await;
                 windows.settle().await;
+                // every window handed over is in the store, its events published
+                queue.settled().await;
                 let _ = state_flusher.await;
                 let _ = expiry.await;
                 flush_pipeline.flush_states(true).await;
