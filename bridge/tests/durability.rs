@@ -152,11 +152,16 @@ async fn a_window_handed_over_before_its_store_write_is_not_sent_again() {
     // what the bridge writes as it hands a window over: here the unlock went out, and
     // the process died before the store recorded it
     let journal = bin._dir.path().join("bridge.db-windows");
+    let taken_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 1000;
     std::fs::write(
         &journal,
         format!(
             "{}\n",
-            json!({"at": 1_790_000_000_000i64, "downlink": ids[0], "commands": [ids[0]]})
+            json!({"at": taken_at, "downlink": ids[0], "commands": [ids[0]]})
         ),
     )
     .unwrap();
@@ -173,7 +178,7 @@ async fn a_window_handed_over_before_its_store_write_is_not_sent_again() {
     assert_eq!(last["state"], "scheduled", "{v}");
     assert_eq!(
         last["at"].as_str(),
-        Some(longproto_bridge::clock::rfc3339(1_790_000_000_000).as_str()),
+        Some(longproto_bridge::clock::rfc3339(taken_at).as_str()),
         "the time the window was taken, from the journal"
     );
     // the next window carries only the command that had not gone out

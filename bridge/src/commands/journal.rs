@@ -8,7 +8,9 @@
 //! guarantee in microseconds: the page cache survives the process (as it does for
 //! SQLite's WAL at `synchronous = NORMAL`). The store write follows behind, in batches;
 //! at start, whatever the journal holds is applied to the store before anything else
-//! reads it (applying it twice changes nothing: only `queued` commands move).
+//! reads it. Only `queued` commands whose record has not changed since the window was
+//! taken move: an entry the store already holds changes nothing, even when its command
+//! was put back in the queue since (a NACK) and is waiting for another window.
 //!
 //! One JSON line per window: `{"at":…,"downlink":"…","commands":["…"]}`. A torn last
 //! line (a power cut mid-write) is ignored: that window had not been handed over.

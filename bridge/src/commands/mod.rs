@@ -183,7 +183,7 @@ impl Commands {
                     .iter()
                     .map(|c| (c.clone(), e.downlink.clone()))
                     .collect();
-                replayed.extend(store.mark_scheduled(&pairs, e.at).await?);
+                replayed.extend(store.replay_scheduled(&pairs, e.at).await?);
             }
             if !entries.is_empty() {
                 tracing::info!(

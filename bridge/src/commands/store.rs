@@ -95,6 +95,14 @@ pub trait CommandStore: Send + Sync + 'static {
         taken: &[(String, String)],
         now: i64,
     ) -> impl Future<Output = R<Vec<(Command, HistoryEntry)>>> + Send;
+    /// Applies a window journal entry at start: like [`CommandStore::mark_scheduled`]
+    /// at `at`, but only to commands whose record has not changed since (`updated_at <
+    /// at`): one put back in the queue after that window (a NACK) stays queued.
+    fn replay_scheduled(
+        &self,
+        taken: &[(String, String)],
+        at: i64,
+    ) -> impl Future<Output = R<Vec<(Command, HistoryEntry)>>> + Send;
     /// Moves a command to `to` if it is in one of `from`; returns it and the history entry.
     fn transition(
         &self,
@@ -217,6 +225,34 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await?;
         Ok(store)
+    }
+
+    /// `mark_scheduled`, and with `unchanged_since` only for records older than `now`.
+    async fn schedule(
+        &self,
+        taken: &[(String, String)],
+        now: i64,
+        unchanged_since: bool,
+    ) -> R<Vec<(Command, HistoryEntry)>> {
+        let json = serde_json::to_string(taken).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // json_each has an `id` column too: every column of commands is qualified
+        let rows = sqlx::query(
+            "UPDATE commands SET state = 'scheduled', attempts = attempts + 1, \
+             network_ref = t.value ->> 1, reason = NULL, updated_at = ?2 \
+             FROM json_each(?1) AS t WHERE commands.id = t.value ->> 0 AND commands.state = 'queued' \
+             AND (?3 = 0 OR commands.updated_at < ?2) \
+             RETURNING commands.id AS id, commands.device AS device, commands.body AS body, \
+             commands.counter AS counter, commands.confirmed AS confirmed, commands.state AS state, \
+             commands.attempts AS attempts, commands.created_at AS created_at, \
+             commands.expires_at AS expires_at, commands.network_ref AS network_ref, \
+             commands.reason AS reason",
+        )
+        .bind(json)
+        .bind(now)
+        .bind(unchanged_since)
+        .fetch_all(&mut *self.writer.lock().await)
+        .await?;
+        changed(&rows, now)
     }
 
     async fn migrate(&self) -> R<()> {
@@ -464,23 +500,15 @@ impl CommandStore for SqliteStore {
         taken: &[(String, String)],
         now: i64,
     ) -> R<Vec<(Command, HistoryEntry)>> {
-        let json = serde_json::to_string(taken).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        // json_each has an `id` column too: every column of commands is qualified
-        let rows = sqlx::query(
-            "UPDATE commands SET state = 'scheduled', attempts = attempts + 1, \
-             network_ref = t.value ->> 1, reason = NULL, updated_at = ?2 \
-             FROM json_each(?1) AS t WHERE commands.id = t.value ->> 0 AND commands.state = 'queued' \
-             RETURNING commands.id AS id, commands.device AS device, commands.body AS body, \
-             commands.counter AS counter, commands.confirmed AS confirmed, commands.state AS state, \
-             commands.attempts AS attempts, commands.created_at AS created_at, \
-             commands.expires_at AS expires_at, commands.network_ref AS network_ref, \
-             commands.reason AS reason",
-        )
-        .bind(json)
-        .bind(now)
-        .fetch_all(&mut *self.writer.lock().await)
-        .await?;
-        changed(&rows, now)
+        self.schedule(taken, now, false).await
+    }
+
+    async fn replay_scheduled(
+        &self,
+        taken: &[(String, String)],
+        at: i64,
+    ) -> R<Vec<(Command, HistoryEntry)>> {
+        self.schedule(taken, at, true).await
     }
 
     async fn transition(
@@ -711,6 +739,49 @@ mod tests {
             Err(StoreError::IdConflict { .. })
         ));
         assert_eq!(s.pending_count(&a).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_journal_entry_moves_only_commands_unchanged_since_its_window() {
+        let (s, _dir) = store().await;
+        let a = dev("0000000000000001");
+        s.create(new(&a, C::Locate, Some("nacked")), 1000)
+            .await
+            .unwrap();
+        s.create(new(&a, C::Lock, Some("lost")), 1000)
+            .await
+            .unwrap();
+        let pair = |id: &str| [(id.to_owned(), id.to_owned())];
+        // "nacked": its window was stored, then a NACK put it back in the queue
+        s.mark_scheduled(&pair("nacked"), 2000).await.unwrap();
+        let back = [CommandState::Scheduled];
+        s.transition("nacked", &back, CommandState::Queued, None, 3000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            s.replay_scheduled(&pair("nacked"), 2000)
+                .await
+                .unwrap()
+                .is_empty(),
+            "a stale journal entry moved a command queued again after its window"
+        );
+        // "lost": its window was handed over and never stored
+        let done = s.replay_scheduled(&pair("lost"), 2500).await.unwrap();
+        assert_eq!(done.len(), 1);
+        assert_eq!(
+            (done[0].0.state, done[0].1.at),
+            (CommandState::Scheduled, 2500)
+        );
+        assert!(
+            s.replay_scheduled(&pair("lost"), 2600)
+                .await
+                .unwrap()
+                .is_empty(),
+            "applied twice"
+        );
+        let (nacked, _) = s.get("nacked").await.unwrap().unwrap();
+        assert_eq!(nacked.state, CommandState::Queued);
     }
 
     #[tokio::test]
