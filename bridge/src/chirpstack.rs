@@ -259,7 +259,9 @@ struct LorawanMeta<'a> {
     spreading_factor: Option<u32>,
     bandwidth: Option<u32>,
     rssi: Option<i32>,
-    snr: Option<f64>,
+    /// ChirpStack's own f32, written as the shortest decimal that reads back as it
+    /// (9.8, not 9.800000190734863 as an f64 widened from it would print)
+    snr: Option<f32>,
     gateway_id: Option<&'a str>,
     gateways: usize,
     region: &'a str,
@@ -304,8 +306,7 @@ pub fn uplink_from_event(e: &ev::UplinkEvent, device: DeviceId, received: Instan
         spreading_factor: sf,
         bandwidth: bw,
         rssi: best.map(|g| g.rssi),
-        // as f64, as the published JSON has always had it
-        snr: best.map(|g| f64::from(g.snr)),
+        snr: best.map(|g| g.snr),
         gateway_id: best.map(|g| g.gateway_id.as_str()),
         gateways: e.rx_info.len(),
         region: &e.region_config_id,
@@ -747,6 +748,21 @@ impl ChirpstackAdapter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snr_is_written_as_chirpstack_wrote_it() {
+        let e = ev::UplinkEvent {
+            rx_info: vec![chirpstack_api::gw::UplinkRxInfo {
+                snr: 9.8,
+                rssi: -97,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let device = DeviceId::new(Network::Lorawan, "70b3d57ed0051a2b").unwrap();
+        let up = uplink_from_event(&e, device, Instant::now());
+        assert!(up.meta.get().contains("\"snr\":9.8,"), "{}", up.meta.get());
+    }
 
     #[test]
     fn a_time_rfc_3339_cannot_write_is_null_in_meta_not_a_crash() {
