@@ -92,6 +92,15 @@ pub fn options(s: &MqttSettings) -> anyhow::Result<MqttOptions> {
     Ok(o)
 }
 
+/// Sends each packet as it is written (`TCP_NODELAY`): a `command/down` must not wait
+/// behind Nagle's algorithm for the acknowledgement of the previous packet (rumqttc
+/// leaves Nagle on by default).
+pub fn no_delay(eventloop: &mut EventLoop) {
+    let mut network = eventloop.network_options();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
+}
+
 fn tls_config(s: &MqttSettings) -> anyhow::Result<TlsConfiguration> {
     let read = |key: &str, path: &str| {
         std::fs::read(path).with_context(|| format!("mqtt.{key}: cannot read \"{path}\""))

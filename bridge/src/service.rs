@@ -70,7 +70,8 @@ impl Bridge {
         let http_addr = listener.local_addr()?;
 
         let options = mqtt::options(&settings.mqtt)?;
-        let (client, eventloop) = AsyncClient::new(options, 4096);
+        let (client, mut eventloop) = AsyncClient::new(options, 4096);
+        mqtt::no_delay(&mut eventloop);
         let root = settings.mqtt.topic_root.clone();
         let publisher = Publisher::new(client.clone(), &root);
         let pipeline = Arc::new(Pipeline::new(

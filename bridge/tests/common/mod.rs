@@ -71,11 +71,12 @@ impl Mosquitto {
         } else {
             ""
         };
+        // in-flight window and TCP_NODELAY as deploy/mosquitto/longproto.conf sets them
         std::fs::write(
             &conf,
             format!(
                 "listener {port} 127.0.0.1\n{extra}allow_anonymous true\npersistence true\npersistence_location {dir}/\n\
-                 {user}max_inflight_messages 100\nmax_queued_messages 100000\nlog_dest stderr\nlog_type error\n",
+                 {user}max_inflight_messages 100\nset_tcp_nodelay true\nmax_queued_messages 100000\nlog_dest stderr\nlog_type error\n",
                 port = self.port,
                 extra = self.listener_extra,
                 dir = self.dir.path().display(),
