@@ -19,7 +19,7 @@ use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::routing::post;
 use common::*;
-use rumqttc::{AsyncClient, Event, Packet, QoS};
+use rumqttc::{AsyncClient, QoS};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -83,44 +83,6 @@ async fn uplinks(
     first
 }
 
-/// The ChirpStack double's receiving connection: records when each device's first
-/// `command/down` arrives. Returns once subscribed.
-async fn double(
-    cs: AsyncClient,
-    mut eventloop: rumqttc::EventLoop,
-    arrived: Arc<Mutex<HashMap<String, Instant>>>,
-) {
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let mut ready = Some(ready_tx);
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    cs.subscribe("application/+/device/+/command/down", QoS::AtLeastOnce)
-                        .await
-                        .unwrap();
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(r) = ready.take() {
-                        let _ = r.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let device = p.topic.split('/').nth(3).unwrap_or("").to_owned();
-                    arrived
-                        .lock()
-                        .unwrap()
-                        .entry(device)
-                        .or_insert_with(Instant::now);
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    ready_rx.await.unwrap();
-}
-
 async fn downlink_latency(rate: u64, fleet: u64, with_commands: u64) {
     let broker = Mosquitto::start();
     let mut s = settings(&broker, &format!("bench-down-{rate}"));
@@ -134,7 +96,23 @@ async fn downlink_latency(rate: u64, fleet: u64, with_commands: u64) {
         100_000,
     );
     let arrived: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    double(receiver, receiver_loop, arrived.clone()).await;
+    let record = arrived.clone();
+    // records when each device's first `command/down` arrives
+    subscriber(
+        receiver,
+        receiver_loop,
+        &["application/+/device/+/command/down"],
+        move |p| {
+            let device = p.topic.split('/').nth(3).unwrap_or("").to_owned();
+            record
+                .lock()
+                .unwrap()
+                .entry(device)
+                .or_insert_with(Instant::now);
+            true
+        },
+    )
+    .await;
     let (cs, mut eventloop) = AsyncClient::new(
         client_options(&broker, &format!("cs-tx-{rate}"), true),
         100_000,

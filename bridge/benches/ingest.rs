@@ -14,7 +14,7 @@
 mod common;
 
 use common::*;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, EventLoop, MqttOptions, QoS};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -68,33 +68,19 @@ async fn null_forwarder(broker: &Mosquitto) -> tokio::task::JoinHandle<()> {
     let mut o = options(broker, &format!("null-{}", uuid_like()));
     o.set_manual_acks(true);
     o.set_clean_session(false);
-    let (client, mut eventloop): (AsyncClient, EventLoop) = AsyncClient::new(o, 4096);
+    let (client, eventloop): (AsyncClient, EventLoop) = AsyncClient::new(o, 4096);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<rumqttc::Publish>();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let sub = client.clone();
+    subscriber(
+        client.clone(),
+        eventloop,
+        &["application/+/device/+/event/+"],
+        move |p| {
+            let _ = tx.send(p);
+            true
+        },
+    )
+    .await;
     tokio::spawn(async move {
-        let mut ready = Some(ready_tx);
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    sub.subscribe("application/+/device/+/event/+", QoS::AtLeastOnce)
-                        .await
-                        .unwrap();
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(r) = ready.take() {
-                        let _ = r.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let _ = tx.send(p);
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    let handle = tokio::spawn(async move {
         while let Some(p) = rx.recv().await {
             let device = p.topic.split('/').nth(3).unwrap_or("x").to_owned();
             client
@@ -108,9 +94,7 @@ async fn null_forwarder(broker: &Mosquitto) -> tokio::task::JoinHandle<()> {
                 .unwrap();
             client.ack(&p).await.unwrap();
         }
-    });
-    ready_rx.await.unwrap();
-    handle
+    })
 }
 
 /// Receives outputs and records when each sequence number arrived.
@@ -120,41 +104,26 @@ async fn sink(
     Arc<Mutex<HashMap<u64, Instant>>>,
     tokio::sync::watch::Receiver<usize>,
 ) {
-    let (client, mut eventloop) =
+    let (client, eventloop) =
         AsyncClient::new(options(broker, &format!("sink-{}", uuid_like())), 4096);
     let arrived = Arc::new(Mutex::new(HashMap::new()));
     let (count_tx, count_rx) = tokio::sync::watch::channel(0usize);
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let a = arrived.clone();
-    tokio::spawn(async move {
-        let mut ready = Some(ready_tx);
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    client
-                        .subscribe("longproto/v1/+/+/telemetry", QoS::AtLeastOnce)
-                        .await
-                        .unwrap();
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(r) = ready.take() {
-                        let _ = r.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let now = Instant::now();
-                    if let Some(seq) = seq_of(&p.payload) {
-                        let mut m = a.lock().unwrap();
-                        m.entry(seq).or_insert(now);
-                        let _ = count_tx.send(m.len());
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+    subscriber(
+        client,
+        eventloop,
+        &["longproto/v1/+/+/telemetry"],
+        move |p| {
+            let now = Instant::now();
+            if let Some(seq) = seq_of(&p.payload) {
+                let mut m = a.lock().unwrap();
+                m.entry(seq).or_insert(now);
+                let _ = count_tx.send(m.len());
             }
-        }
-    });
-    ready_rx.await.unwrap();
+            true
+        },
+    )
+    .await;
     (arrived, count_rx)
 }
 

@@ -153,41 +153,53 @@ pub fn client_options(broker: &Mosquitto, id: &str, clean: bool) -> MqttOptions 
     o
 }
 
+/// Drives a client's connection: subscribes to `filters` on every ConnAck and hands
+/// each message to `on_publish` (false ends the loop). Returns once the first
+/// subscription is acknowledged.
+pub async fn subscriber(
+    client: AsyncClient,
+    mut eventloop: rumqttc::EventLoop,
+    filters: &[&str],
+    mut on_publish: impl FnMut(rumqttc::Publish) -> bool + Send + 'static,
+) {
+    let filters: Vec<String> = filters.iter().map(|s| s.to_string()).collect();
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    for f in &filters {
+                        let _ = client.try_subscribe(f, QoS::AtLeastOnce);
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = ready_tx.send(());
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if !on_publish(p) {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), ready_rx.recv())
+        .await
+        .expect("subscribed");
+}
+
 impl Watcher {
     /// Connects with a persistent session, subscribes, and waits for the subscription.
     pub async fn new(broker: &Mosquitto, id: &str, filters: &[&str]) -> Watcher {
-        let (client, mut eventloop) = AsyncClient::new(client_options(broker, id, false), 10_000);
+        let (client, eventloop) = AsyncClient::new(client_options(broker, id, false), 10_000);
         let (tx, rx) = mpsc::unbounded_channel();
-        let filters: Vec<String> = filters.iter().map(|s| s.to_string()).collect();
-        let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
-        let sub = client.clone();
-        tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        for f in &filters {
-                            let _ = sub.try_subscribe(f, QoS::AtLeastOnce);
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        let _ = ready_tx.send(());
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if tx
-                            .send((p.topic.clone(), p.payload.to_vec(), p.retain))
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        });
-        tokio::time::timeout(Duration::from_secs(10), ready_rx.recv())
-            .await
-            .expect("subscribed");
+        subscriber(client.clone(), eventloop, filters, move |p| {
+            tx.send((p.topic.clone(), p.payload.to_vec(), p.retain))
+                .is_ok()
+        })
+        .await;
         Watcher { client, rx }
     }
 
