@@ -51,19 +51,34 @@ impl Codec {
         Codec::ALL.into_iter().find(|c| c.name() == name)
     }
 
+    /// Decodes an uplink payload into its records. `fport` is `None` for Sigfox.
+    pub fn decode_records(
+        self,
+        payload: &[u8],
+        fport: Option<u8>,
+    ) -> Result<Vec<Record>, CodecError> {
+        match self {
+            Codec::LongprotoV1 => telemetry::decode_uplink(payload, fport)?
+                .map(|r| Ok(Record::Longproto(r?)))
+                .collect(),
+            Codec::CayenneLpp => cayenne::decode(payload)
+                .map(|r| Ok(Record::Cayenne(r?)))
+                .collect(),
+            Codec::Raw => Ok(Vec::new()),
+        }
+    }
+
     /// Decodes an uplink payload into its records' JSON. `fport` is `None` for Sigfox.
     pub fn decode_uplink(
         self,
         payload: &[u8],
         fport: Option<u8>,
     ) -> Result<Vec<Value>, CodecError> {
-        match self {
-            Codec::LongprotoV1 => telemetry::decode_uplink(payload, fport)?
-                .map(|r| Ok(to_json(&r?)))
-                .collect(),
-            Codec::CayenneLpp => cayenne::decode(payload).map(|r| Ok(to_json(&r?))).collect(),
-            Codec::Raw => Ok(Vec::new()),
-        }
+        Ok(self
+            .decode_records(payload, fport)?
+            .iter()
+            .map(to_json)
+            .collect())
     }
 
     /// Decodes a downlink payload (longproto command frames).
@@ -77,6 +92,97 @@ impl Codec {
 impl fmt::Display for Codec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// One decoded uplink record in its codec's own type: written once, straight into the
+/// telemetry and the device state, with no JSON tree in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record {
+    /// A longproto-v1 record (`kind` status, ack, event, boot or unknown).
+    Longproto(telemetry::Record),
+    /// A CayenneLPP item (`channel`, `type`, `value`).
+    Cayenne(cayenne::LppRecord),
+}
+
+impl serde::Serialize for Record {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Record::Longproto(r) => r.serialize(s),
+            Record::Cayenne(r) => r.serialize(s),
+        }
+    }
+}
+
+/// Where a record is kept in the device state: the last one of each kind (longproto),
+/// or of each type and channel (CayenneLPP, `temperature/3`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StateKey {
+    /// A longproto record's kind.
+    Kind(&'static str),
+    /// A CayenneLPP type name and channel.
+    Lpp(&'static str, u8),
+}
+
+impl fmt::Display for StateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StateKey::Kind(k) => f.write_str(k),
+            StateKey::Lpp(t, c) => write!(f, "{t}/{c}"),
+        }
+    }
+}
+
+impl serde::Serialize for StateKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl Record {
+    /// Its place in the device state.
+    pub fn state_key(&self) -> StateKey {
+        match self {
+            Record::Longproto(r) => StateKey::Kind(match r {
+                telemetry::Record::Status(_) => "status",
+                telemetry::Record::Ack(_) => "ack",
+                telemetry::Record::Event(_) => "event",
+                telemetry::Record::Boot(_) => "boot",
+                telemetry::Record::Unknown(_) => "unknown",
+            }),
+            Record::Cayenne(r) => StateKey::Lpp(r.value.name(), r.channel),
+        }
+    }
+
+    /// The record as the device state keeps it: without `kind`, which is its key.
+    pub fn in_state(&self) -> InState<'_> {
+        InState(self)
+    }
+
+    /// Whether it is a device's acknowledgement of a command.
+    pub fn is_ack(&self) -> bool {
+        matches!(self, Record::Longproto(telemetry::Record::Ack(_)))
+    }
+
+    /// Its JSON.
+    pub fn to_json(&self) -> Value {
+        to_json(self)
+    }
+}
+
+/// A record's JSON without its `kind` (see [`Record::in_state`]).
+pub struct InState<'a>(&'a Record);
+
+impl serde::Serialize for InState<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Record::Longproto(telemetry::Record::Status(r)) => r.serialize(s),
+            Record::Longproto(telemetry::Record::Ack(r)) => r.serialize(s),
+            Record::Longproto(telemetry::Record::Event(r)) => r.serialize(s),
+            Record::Longproto(telemetry::Record::Boot(r)) => r.serialize(s),
+            Record::Longproto(telemetry::Record::Unknown(r)) => r.serialize(s),
+            Record::Cayenne(r) => r.serialize(s),
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The one uplink pipeline every network adapter feeds:
 //! decode (the device's codec) → publish telemetry and the retained state → (then the
 //! scheduler fills the receive window the uplink opened).
-use crate::codec::Codec;
+use crate::codec::{Codec, Record};
 use crate::device::DeviceId;
 use crate::metrics::{FailureLabels, Metrics, NetworkLabels, UplinkLabels};
 use crate::mqtt::Publisher;
@@ -12,8 +12,6 @@ use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// What an adapter knows of one uplink.
 #[derive(Debug, Clone)]
@@ -47,7 +45,7 @@ struct TelemetryOut<'a> {
     received_at: &'a str,
     codec: &'static str,
     fport: Option<u8>,
-    records: &'a [Value],
+    records: &'a [Record],
     raw_hex: &'a str,
     meta: &'a RawValue,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -144,8 +142,8 @@ impl CodecTable {
 /// Remembers recent dedup keys, forgetting the oldest past a capacity.
 #[derive(Debug)]
 pub(crate) struct RecentKeys {
-    set: HashSet<String>,
-    order: VecDeque<String>,
+    set: HashSet<Arc<str>>,
+    order: VecDeque<Arc<str>>,
     capacity: usize,
 }
 
@@ -173,8 +171,9 @@ impl RecentKeys {
                 self.set.remove(&old);
             }
         }
-        self.set.insert(key.to_owned());
-        self.order.push_back(key.to_owned());
+        let key: Arc<str> = key.into(); // one copy, shared by the set and the order
+        self.set.insert(key.clone());
+        self.order.push_back(key);
         true
     }
 }
@@ -215,7 +214,7 @@ impl StatePacing {
         if due {
             self.last.insert(device.clone(), now);
             self.pending.remove(device);
-        } else {
+        } else if !self.pending.contains(device) {
             self.pending.insert(device.clone());
         }
         due
@@ -253,12 +252,7 @@ pub fn raw_json(v: &impl serde::Serialize) -> Box<RawValue> {
         .unwrap_or_else(|_| RawValue::from_string("{}".to_owned()).expect("`{}` is JSON"))
 }
 
-/// The current time as RFC 3339.
-pub fn now_rfc3339() -> String {
-    OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_default()
-}
+pub use crate::clock::now_rfc3339;
 
 impl Pipeline {
     /// A pipeline publishing through `publisher`; retained states are paced to one per
@@ -345,7 +339,7 @@ impl Pipeline {
         }
         let codec = self.codecs.codec_for(&up.device, &up.codec_keys);
         let received_at = now_rfc3339();
-        let (records, error) = match codec.decode_uplink(&up.payload, up.fport) {
+        let (records, error) = match codec.decode_records(&up.payload, up.fport) {
             Ok(records) => {
                 let labels = UplinkLabels {
                     network,
@@ -383,7 +377,10 @@ impl Pipeline {
             }),
         };
         let base = self.publisher.device_topic(&up.device);
-        let bytes = serde_json::to_vec(&telemetry).unwrap_or_default();
+        let mut bytes = Vec::with_capacity(768);
+        if serde_json::to_writer(&mut bytes, &telemetry).is_err() {
+            bytes.clear();
+        }
         self.publisher
             .publish(&format!("{base}/telemetry"), bytes, false)
             .await;
@@ -393,14 +390,14 @@ impl Pipeline {
 
         let acks = records
             .iter()
-            .filter(|r| r.get("kind").and_then(Value::as_str) == Some("ack"))
-            .cloned()
+            .filter(|r| r.is_ack())
+            .map(Record::to_json)
             .collect();
         {
             let mut states = lock(&self.states);
             let st = states.entry(up.device.clone()).or_default();
             st.last_seen = Some(received_at);
-            st.merge_records(records);
+            st.merge_records(&records);
             st.merge_network(up.network_facts);
         }
         self.state_changed(&up.device).await;

@@ -114,6 +114,38 @@ impl LppValue {
         }
     }
 
+    /// The type's name, as the JSON form's `type` writes it.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            LppValue::DigitalInput(_) => "digital_input",
+            LppValue::DigitalOutput(_) => "digital_output",
+            LppValue::AnalogInput(_) => "analog_input",
+            LppValue::AnalogOutput(_) => "analog_output",
+            LppValue::GenericSensor(_) => "generic_sensor",
+            LppValue::Illuminance(_) => "illuminance",
+            LppValue::Presence(_) => "presence",
+            LppValue::Temperature(_) => "temperature",
+            LppValue::Humidity(_) => "humidity",
+            LppValue::Accelerometer(_) => "accelerometer",
+            LppValue::Barometer(_) => "barometer",
+            LppValue::Voltage(_) => "voltage",
+            LppValue::Current(_) => "current",
+            LppValue::Frequency(_) => "frequency",
+            LppValue::Percentage(_) => "percentage",
+            LppValue::Altitude(_) => "altitude",
+            LppValue::Concentration(_) => "concentration",
+            LppValue::Power(_) => "power",
+            LppValue::Distance(_) => "distance",
+            LppValue::Energy(_) => "energy",
+            LppValue::Direction(_) => "direction",
+            LppValue::UnixTime(_) => "unix_time",
+            LppValue::Gyrometer(_) => "gyrometer",
+            LppValue::Colour(_) => "colour",
+            LppValue::Gps(_) => "gps",
+            LppValue::Switch(_) => "switch",
+        }
+    }
+
     /// The size of a value of a type, or `None` for an unknown type.
     pub const fn size_of(type_id: u8) -> Option<usize> {
         Some(match type_id {

@@ -101,3 +101,24 @@ fn cayenne_vectors_round_trip() {
         assert_eq!(hex::encode(&out[..n]), v.hex, "{}: encode", v.name);
     }
 }
+
+#[test]
+fn every_cayenne_type_is_named_as_its_json_writes_it() {
+    let mut types = 0;
+    for type_id in 0..=255u8 {
+        let Some(size) = cayenne::LppValue::size_of(type_id) else {
+            continue;
+        };
+        let mut item = vec![7, type_id];
+        item.resize(2 + size, 0);
+        let record = cayenne::decode(&item).next().unwrap().unwrap();
+        assert_eq!(record.value.type_id(), type_id);
+        assert_eq!(
+            serde_json::to_value(record).unwrap()["type"],
+            record.value.name(),
+            "type {type_id}"
+        );
+        types += 1;
+    }
+    assert_eq!(types, 26, "every type of the table");
+}
