@@ -40,12 +40,37 @@ fn body(device: u64, seq: u64) -> Vec<u8> {
     .unwrap()
 }
 
+/// Seconds of CPU (user and system) a process has used, from `/proc/{pid}/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // fields after the command name, which is in parentheses: utime is the 14th field
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    let ticks = f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0);
+    ticks / 100.0 // USER_HZ
+}
+
+/// One run of a case.
+#[derive(Clone, Copy)]
+struct Measure {
+    rate: f64,
+    p99_ms: f64,
+    /// CPU time of this process and the broker per callback, in µs: steady where
+    /// throughput swings with the virtual machine's neighbours.
+    cpu_us: f64,
+}
+
 /// `offset` keeps each run's messages new: a repeated device + seqNumber + time is a
 /// duplicate, which the bridge answers early.
-async fn run(addr: SocketAddr, label: &str, offset: u64) -> f64 {
+async fn run(addr: SocketAddr, label: &str, offset: u64, broker: Option<u32>) -> Measure {
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs());
     let auth = format!("Bearer {SIGFOX_SECRET}");
+    let cpu = || cpu_seconds(std::process::id()) + broker.map_or(0.0, cpu_seconds);
+    let cpu0 = cpu();
     let mut tasks = Vec::new();
     for c in 0..CONNECTIONS {
         let (done, auth) = (done.clone(), auth.clone());
@@ -73,15 +98,22 @@ async fn run(addr: SocketAddr, label: &str, offset: u64) -> f64 {
         lat.extend(l);
         replies += r;
     }
+    let n = done.load(Ordering::Relaxed);
+    let cpu_us = (cpu() - cpu0) * 1e6 / n as f64;
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
-    let rate = done.load(Ordering::Relaxed) as f64 / secs() as f64;
+    let m = Measure {
+        rate: n as f64 / secs() as f64,
+        p99_ms: pct(0.99).as_secs_f64() * 1e3,
+        cpu_us,
+    };
     println!(
-        "{label:52} {rate:>8.0} callbacks/s | p50 {:.2} ms p99 {:.2} ms | {replies} with a downlink",
+        "{label:48} {:>7.0}/s | p50 {:.2} ms p99 {:.2} ms | {cpu_us:>5.1} µs CPU each | {replies} downlinks",
+        m.rate,
         pct(0.5).as_secs_f64() * 1e3,
-        pct(0.99).as_secs_f64() * 1e3
+        m.p99_ms,
     );
-    rate
+    m
 }
 
 /// The size of the bridge's telemetry message for [`body`]'s callback (measured with
@@ -187,69 +219,94 @@ async fn raw_sink(broker: &Mosquitto) -> Sink {
     })
 }
 
+fn rounds() -> usize {
+    std::env::var("LONGPROTO_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
         println!("sigfox: bench");
         return;
     }
-    println!("Sigfox BIDIR callbacks, {CONNECTIONS} keep-alive connections, {} s each:", secs());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = listener.local_addr().unwrap();
-    let app = Router::new().route(
+    println!(
+        "Sigfox BIDIR callbacks, {CONNECTIONS} keep-alive connections, {} rounds of {} s per case:",
+        rounds(),
+        secs()
+    );
+    let base = serve(Router::new().route(
         "/v1/sigfox/uplink",
         post(|| async { StatusCode::NO_CONTENT }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let baseline = run(base, "baseline: minimal handler on the same stack, 204", 0).await;
-
+    ))
+    .await;
     let broker = Mosquitto::start();
+    let pid = broker.pid();
     // What any implementation of the contract pays on this machine: one QoS 1 message
     // to the broker per callback, and nothing else.
-    let floor_rumqttc = run(
-        serve(floor_app(rumqttc_sink(&broker).await)).await,
-        "floor: 204 after one QoS 1 publish (rumqttc)",
-        0,
-    )
-    .await;
-    let floor_raw = run(
-        serve(floor_app(raw_sink(&broker).await)).await,
-        "floor: 204 after one QoS 1 publish (batched raw MQTT)",
-        0,
-    )
-    .await;
+    let floor_rumqttc = serve(floor_app(rumqttc_sink(&broker).await)).await;
+    let floor_raw = serve(floor_app(raw_sink(&broker).await)).await;
     let mut s = settings(&broker, "bench-sigfox");
     s.logging.level = "error".into();
     let bridge = start_bridge(&broker, s).await;
-    let plain = run(
-        bridge.http_addr(),
-        "longproto-bridge: decode, publish, no command due",
-        0,
-    )
-    .await;
-    // every device of the fleet gets one command: the first callbacks take them
-    for d in 0..CONNECTIONS * 64 {
-        let device =
-            longproto_bridge::device::DeviceId::parse("sigfox", &format!("{d:06x}")).unwrap();
-        bridge
-            .commands()
-            .create(&device, &serde_json::json!({"command": "unlock"}))
-            .await
-            .unwrap();
+
+    const CASES: [&str; 5] = [
+        "baseline: minimal handler on the same stack, 204",
+        "floor: one QoS 1 publish, 204 (rumqttc)",
+        "floor: one QoS 1 publish, 204 (batched raw MQTT)",
+        "longproto-bridge: no command due",
+        "longproto-bridge: 1024 commands waiting",
+    ];
+    // rounds interleave the cases, so that a slow spell of the machine hits them alike
+    let mut results: Vec<Vec<Measure>> = vec![Vec::new(); CASES.len()];
+    for round in 0..rounds() as u64 {
+        for (i, label) in CASES.iter().enumerate() {
+            let offset = round * 100_000_000 + i as u64 * 10_000_000;
+            let m = match i {
+                0 => run(base, label, 0, None).await,
+                1 => run(floor_rumqttc, label, 0, pid).await,
+                2 => run(floor_raw, label, 0, pid).await,
+                3 => run(bridge.http_addr(), label, offset, pid).await,
+                _ => {
+                    // every device of the fleet gets one command: the first callbacks
+                    // take them
+                    for d in 0..CONNECTIONS * 64 {
+                        let device = longproto_bridge::device::DeviceId::parse(
+                            "sigfox",
+                            &format!("{d:06x}"),
+                        )
+                        .unwrap();
+                        bridge
+                            .commands()
+                            .create(&device, &serde_json::json!({"command": "unlock"}))
+                            .await
+                            .unwrap();
+                    }
+                    run(bridge.http_addr(), label, offset, pid).await
+                }
+            };
+            results[i].push(m);
+        }
     }
-    let with = run(
-        bridge.http_addr(),
-        "longproto-bridge: with 1024 commands waiting",
-        10_000_000,
-    )
-    .await;
-    println!(
-        "ratio to baseline: {:.2} (no command due), {:.2} (commands waiting); \
-         floors {:.2} (rumqttc), {:.2} (batched raw MQTT)",
-        plain / baseline,
-        with / baseline,
-        floor_rumqttc / baseline,
-        floor_raw / baseline
-    );
+    let rate = |i: usize| median(results[i].iter().map(|m| m.rate).collect());
+    let cpu = |i: usize| median(results[i].iter().map(|m| m.cpu_us).collect());
+    println!("\nmedians of {} rounds:", rounds());
+    for (i, label) in CASES.iter().enumerate() {
+        println!(
+            "{label:48} {:>7.0}/s ratio {:.2} | p99 {:.2} ms | {:>5.1} µs CPU each, ratio {:.2}",
+            rate(i),
+            rate(i) / rate(0),
+            median(results[i].iter().map(|m| m.p99_ms).collect()),
+            cpu(i),
+            cpu(0) / cpu(i),
+        );
+    }
     bridge.shutdown().await;
 }

@@ -102,6 +102,11 @@ impl Mosquitto {
         }
     }
 
+    /// The broker's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn url(&self) -> String {
         format!("tcp://127.0.0.1:{}", self.port)
     }
