@@ -140,30 +140,42 @@ impl CodecTable {
 }
 
 /// Remembers recent dedup keys, forgetting the oldest past a capacity.
+///
+/// A key is kept as its 64-bit fingerprint (SipHash): no copy of the key and a compact
+/// table. Two different keys held at once share a fingerprint with probability about
+/// capacity / 2^64 per key (5 × 10⁻¹⁵ at 100,000), which would drop an uplink as a
+/// duplicate; that is far below any loss on the radio.
 #[derive(Debug)]
 pub(crate) struct RecentKeys {
-    set: HashSet<Arc<str>>,
-    order: VecDeque<Arc<str>>,
+    set: HashSet<u64>,
+    order: VecDeque<u64>,
     capacity: usize,
+}
+
+fn fingerprint(key: &(impl std::hash::Hash + ?Sized)) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    // fixed keys: the same key has the same fingerprint for the life of the process
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(key)
 }
 
 impl RecentKeys {
     pub(crate) fn new(capacity: usize) -> Self {
         RecentKeys {
-            set: HashSet::new(),
-            order: VecDeque::new(),
+            set: HashSet::with_capacity(capacity.min(1 << 17)),
+            order: VecDeque::with_capacity(capacity.min(1 << 17)),
             capacity,
         }
     }
 
     /// Whether the key is remembered.
-    pub(crate) fn contains(&self, key: &str) -> bool {
-        self.set.contains(key)
+    pub(crate) fn contains(&self, key: &(impl std::hash::Hash + ?Sized)) -> bool {
+        self.set.contains(&fingerprint(key))
     }
 
     /// True the first time a key is seen.
-    pub(crate) fn first_time(&mut self, key: &str) -> bool {
-        if self.set.contains(key) {
+    pub(crate) fn first_time(&mut self, key: &(impl std::hash::Hash + ?Sized)) -> bool {
+        let fp = fingerprint(key);
+        if !self.set.insert(fp) {
             return false;
         }
         if self.order.len() == self.capacity {
@@ -171,9 +183,7 @@ impl RecentKeys {
                 self.set.remove(&old);
             }
         }
-        let key: Arc<str> = key.into(); // one copy, shared by the set and the order
-        self.set.insert(key.clone());
-        self.order.push_back(key);
+        self.order.push_back(fp);
         true
     }
 }
@@ -327,7 +337,7 @@ impl Pipeline {
             .get_or_create(&NetworkLabels { network })
             .inc();
         if let Some(key) = &up.dedup_key {
-            let first = lock(&self.recent).first_time(&format!("{}|{key}", up.device));
+            let first = lock(&self.recent).first_time(&(&up.device, key));
             if !first {
                 self.metrics
                     .duplicates
