@@ -55,8 +55,12 @@ pub fn now_rfc3339() -> String {
 /// without trailing zeros, `Z`); empty outside the years 0000–9999. Written by hand: it
 /// runs for every uplink, and this is several times quicker than the general formatter.
 pub fn rfc3339_nanos(nanos: i128) -> String {
-    let (secs, frac) = (nanos.div_euclid(1_000_000_000), nanos.rem_euclid(1_000_000_000));
-    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // 64-bit arithmetic from here (128-bit division is a library call)
+    let Ok(secs) = i64::try_from(nanos.div_euclid(1_000_000_000)) else {
+        return String::new();
+    };
+    let frac = nanos.rem_euclid(1_000_000_000) as u64;
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400) as u64);
     // days since 1970-01-01 to a civil date (Howard Hinnant's algorithm)
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -64,12 +68,13 @@ pub fn rfc3339_nanos(nanos: i128) -> String {
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + (month <= 2) as i128;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u64;
+    let month = (if mp < 10 { mp + 3 } else { mp - 9 }) as u64;
+    let year = yoe + era * 400 + (month <= 2) as i64;
     if !(0..=9999).contains(&year) {
         return String::new();
     }
+    let year = year as u64;
     let mut out = Vec::with_capacity(30);
     push_digits(&mut out, year, 4);
     for (sep, v) in [
@@ -96,9 +101,9 @@ pub fn rfc3339_nanos(nanos: i128) -> String {
 }
 
 /// `v` in `n` decimal digits, zero-padded.
-fn push_digits(out: &mut Vec<u8>, v: i128, n: u32) {
+fn push_digits(out: &mut Vec<u8>, v: u64, n: u32) {
     for i in (0..n).rev() {
-        out.push(b'0' + (v / 10i128.pow(i) % 10) as u8);
+        out.push(b'0' + (v / 10u64.pow(i) % 10) as u8);
     }
 }
 
