@@ -1,6 +1,7 @@
 //! The one uplink pipeline every network adapter feeds:
 //! decode (the device's codec) → publish telemetry and the retained state → (then the
 //! scheduler fills the receive window the uplink opened).
+use crate::clock::now_rfc3339;
 use crate::codec::{Codec, Record};
 use crate::device::DeviceId;
 use crate::metrics::{FailureLabels, Metrics, NetworkLabels, UplinkLabels};
@@ -261,8 +262,6 @@ pub fn raw_json(v: &impl serde::Serialize) -> Box<RawValue> {
     serde_json::value::to_raw_value(v)
         .unwrap_or_else(|_| RawValue::from_string("{}".to_owned()).expect("`{}` is JSON"))
 }
-
-pub use crate::clock::now_rfc3339;
 
 impl Pipeline {
     /// A pipeline publishing through `publisher`; retained states are paced to one per
