@@ -23,12 +23,17 @@ use std::time::{Duration, Instant};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const CONNECTIONS: u64 = 16;
-/// Seconds per case; `LONGPROTO_BENCH_SECS` sets it (longer for a profiler to attach).
-fn secs() -> u64 {
-    std::env::var("LONGPROTO_BENCH_SECS")
+/// A whole number from the environment, or `default`.
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3)
+        .unwrap_or(default)
+}
+
+/// Seconds per case; `LONGPROTO_BENCH_SECS` sets it (longer for a profiler to attach).
+fn secs() -> u64 {
+    env_or("LONGPROTO_BENCH_SECS", 3)
 }
 
 fn body(device: u64, seq: u64) -> Vec<u8> {
@@ -219,11 +224,9 @@ async fn raw_sink(broker: &Mosquitto) -> Sink {
     })
 }
 
-fn rounds() -> usize {
-    std::env::var("LONGPROTO_BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3)
+/// Interleaved rounds of every case; `LONGPROTO_BENCH_ROUNDS` sets it.
+fn rounds() -> u64 {
+    env_or("LONGPROTO_BENCH_ROUNDS", 3)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -266,7 +269,7 @@ async fn main() {
     ];
     // rounds interleave the cases, so that a slow spell of the machine hits them alike
     let mut results: Vec<Vec<Measure>> = vec![Vec::new(); CASES.len()];
-    for round in 0..rounds() as u64 {
+    for round in 0..rounds() {
         for (i, label) in CASES.iter().enumerate() {
             let offset = round * 100_000_000 + i as u64 * 10_000_000;
             let m = match i {
