@@ -260,11 +260,11 @@ pub fn settings(broker: &Mosquitto, client_id: &str) -> gateway_config::Settings
     s.mqtt.server = broker.url();
     s.mqtt.client_id = client_id.into();
     s.http.bind = "127.0.0.1:0".into();
-    // a store of its own (kept until the OS cleans its temporary directory, so that a
-    // test can restart a bridge on the same store)
+    // a store of its own inside the broker's directory: it outlives the bridge, so that
+    // a test can restart a bridge on the same store, and goes when the broker is dropped
     let dir = tempfile::Builder::new()
-        .prefix("longproto-test-")
-        .tempdir()
+        .prefix("store-")
+        .tempdir_in(broker.dir.path())
         .unwrap()
         .keep();
     s.storage.url = format!("sqlite://{}/bridge.db", dir.display());
