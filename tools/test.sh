@@ -10,6 +10,21 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# A fresh checkout gains nothing from incremental compilation, which would add a few GB
+# of caches to the target directory.
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
+
+# A cold run builds about 6 GB of artifacts; a full disk would otherwise surface as
+# "No space left on device" from deep inside a compiler.
+need_gb=6
+target_dir=${CARGO_TARGET_DIR:-target}
+mkdir -p "$target_dir"
+free_gb=$(df -Pk "$target_dir" | awk 'NR == 2 { printf "%d", $4 / 1048576 }')
+if [ "${free_gb:-0}" -lt "$need_gb" ]; then
+    printf 'warning: %s GB free for %s; a run from a clean target directory needs about %s GB\n' \
+        "$free_gb" "$target_dir" "$need_gb" >&2
+fi
+
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
