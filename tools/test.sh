@@ -14,9 +14,9 @@ step() { printf '\n==> %s\n' "$*"; }
 # of caches to the target directory.
 if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
 
-# A cold run builds about 6 GB of artifacts; a full disk would otherwise surface as
+# A cold run builds about 5 GB of artifacts; a full disk would otherwise surface as
 # "No space left on device" from deep inside a compiler.
-need_gb=6
+need_gb=5
 target_dir=${CARGO_TARGET_DIR:-target}
 mkdir -p "$target_dir"
 free_gb=$(df -Pk "$target_dir" | awk 'NR == 2 { printf "%d", $4 / 1048576 }')
@@ -76,7 +76,8 @@ command -v defmt-print >/dev/null 2>&1 || cargo install --locked defmt-print
 
 step "host tests"
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+unit_dir=$(mktemp -d)
+trap 'rm -rf "$log" "$unit_dir"' EXIT
 if ! cargo nextest --version >/dev/null 2>&1; then
     step "installing cargo-nextest"
     cargo install --locked cargo-nextest
@@ -112,7 +113,6 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
 fi
-unit_dir=$(mktemp -d)
 sed "s#/usr/bin/longproto-bridge#$PWD/$bridge#" deploy/longproto-bridge.service > "$unit_dir/longproto-bridge.service"
 verify=$(systemd-analyze verify "$unit_dir/longproto-bridge.service" 2>&1)
 if [ -n "$verify" ]; then
