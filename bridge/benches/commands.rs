@@ -180,11 +180,11 @@ async fn downlink_latency(rate: u64, fleet: u64, with_commands: u64) {
     bridge.shutdown().await;
 }
 
-async fn creation_rate(addr: SocketAddr, secs: u64, label: &str) -> f64 {
+async fn creation_rate(addr: SocketAddr, conns: u64, secs: u64, label: &str) -> f64 {
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
-    for c in 0..8u64 {
+    for c in 0..conns {
         let done = done.clone();
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::new(addr).await;
@@ -223,6 +223,22 @@ async fn main() {
         println!("commands: bench");
         return;
     }
+    // `cargo bench --bench commands -- creation` runs only the sections whose name
+    // (`downlink`, `creation`) contains one of the words given
+    let words: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let run = |section: &str| words.is_empty() || words.iter().any(|w| section.contains(w));
+    if run("downlink") {
+        downlinks().await;
+    }
+    if run("creation") {
+        creations().await;
+    }
+}
+
+async fn downlinks() {
     println!("uplink → command/down, after a warm-up round, some devices with one queued unlock:");
     for (rate, fleet, with) in [
         (1000, 1000, 1000),
@@ -232,8 +248,10 @@ async fn main() {
     ] {
         downlink_latency(rate, fleet, with).await;
     }
+}
 
-    println!("durable command creation through HTTP, 8 keep-alive connections, 3 s each:");
+async fn creations() {
+    println!("durable command creation through HTTP, 8 and 64 keep-alive connections, 3 s each:");
     // baseline: the same HTTP stack, the same body parsed, no store
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base_addr = listener.local_addr().unwrap();
@@ -245,22 +263,29 @@ async fn main() {
         }),
     );
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let baseline = creation_rate(
-        base_addr,
-        3,
-        "baseline: same axum stack, 202 without storing",
-    )
-    .await;
     let broker = Mosquitto::start();
     let mut s = settings(&broker, "bench-create");
     s.logging.level = "error".into();
     let bridge = start_bridge(&broker, s).await;
-    let stored = creation_rate(
-        bridge.http_addr(),
-        3,
-        "longproto-bridge: stored (SQLite WAL, fsync)",
-    )
-    .await;
-    println!("ratio stored / baseline: {:.3}", stored / baseline);
+    for conns in [8, 64] {
+        let baseline = creation_rate(
+            base_addr,
+            conns,
+            3,
+            &format!("baseline, {conns} conns: axum, 202 unstored"),
+        )
+        .await;
+        let stored = creation_rate(
+            bridge.http_addr(),
+            conns,
+            3,
+            &format!("longproto-bridge, {conns} conns: stored"),
+        )
+        .await;
+        println!(
+            "ratio stored / baseline, {conns} connections: {:.3}",
+            stored / baseline
+        );
+    }
     bridge.shutdown().await;
 }
