@@ -85,6 +85,9 @@ pub struct Metrics {
     pub command_states: Family<CommandLabels, Counter>,
     /// From a command's creation to its final state (executed, rejected, expired, ...).
     pub command_duration: Histogram,
+    /// Transactions that stored new commands, each one fsync; creations arriving
+    /// together share one (see `SqliteStore`).
+    pub creation_commits: Counter,
 }
 
 impl Default for Metrics {
@@ -121,6 +124,7 @@ impl Metrics {
             command_states: Family::default(),
             // 100 ms .. ~1 day
             command_duration: Histogram::new(exponential_buckets(0.1, 2.0, 20)),
+            creation_commits: Counter::default(),
         };
         registry.register(
             "uplinks_received",
@@ -181,6 +185,11 @@ impl Metrics {
             "command_duration_seconds",
             "From a command's creation to its final state",
             m.command_duration.clone(),
+        );
+        registry.register(
+            "command_creation_commits",
+            "Store transactions (one fsync each) that created commands; creations arriving together share one",
+            m.creation_commits.clone(),
         );
         Metrics { registry, ..m }
     }

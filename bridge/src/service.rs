@@ -61,7 +61,7 @@ impl Bridge {
         // ring as the TLS provider; a second call (several bridges in one test) is a no-op
         let _ = rustls::crypto::ring::default_provider().install_default();
         let metrics = Arc::new(Metrics::new());
-        let store = Store::open(&settings.storage.url)
+        let store = Store::open_counting(&settings.storage.url, metrics.creation_commits.clone())
             .await
             .with_context(|| format!("storage.url: cannot open {}", settings.storage.url))?;
         let listener = tokio::net::TcpListener::bind(&settings.http.bind)

@@ -3,6 +3,7 @@
 //! implementation of the same trait.
 use super::model::{Command, CommandState, HistoryEntry};
 use crate::device::DeviceId;
+use prometheus_client::metrics::counter::Counter;
 use sqlx::ConnectOptions;
 use sqlx::Row;
 use sqlx::sqlite::{
@@ -66,6 +67,9 @@ pub enum StoreError {
     /// A stored row does not read back.
     #[error("store: corrupt row: {0}")]
     Corrupt(String),
+    /// The task that commits creations has stopped (the store is shutting down).
+    #[error("store: the creation writer has stopped")]
+    Stopped,
 }
 
 type R<T> = Result<T, StoreError>;
@@ -162,7 +166,9 @@ pub trait CommandStore: Send + Sync + 'static {
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/0001_commands.sql"))];
 
 /// SQLite in WAL mode. Creating a command commits with `synchronous = FULL`: the `202`
-/// is only answered once the command is on disk, even across a power cut. State changes
+/// is only answered once the command is on disk, even across a power cut. Creations
+/// commit in groups: whatever arrived while the last group was being written goes into
+/// the next transaction, so one fsync covers many (see [`group_commits`]). State changes
 /// commit with `NORMAL`: they survive a `kill -9` (the operating system holds the WAL),
 /// and the next FULL commit syncs them too; a power cut may lose the last few, which at
 /// worst sends a command again with the same counter, and the node's replay window
@@ -182,12 +188,30 @@ pub struct SqliteStore {
     checkpointer: Arc<tokio::sync::Mutex<SqliteConnection>>,
     /// The database file, unless it is in memory.
     file: Option<std::path::PathBuf>,
+    /// Creations waiting for the next group commit.
+    creations: tokio::sync::mpsc::UnboundedSender<PendingCreation>,
 }
+
+/// A creation waiting for [`group_commits`], and where its outcome goes.
+struct PendingCreation {
+    new: NewCommand,
+    now: i64,
+    reply: tokio::sync::oneshot::Sender<R<Created>>,
+}
+
+/// The most creations one transaction commits: bounds how long other writes (state
+/// changes) wait for the writer behind a burst of creations.
+const MAX_GROUP: usize = 64;
 
 impl SqliteStore {
     /// Opens (creating it and its directory if needed) and migrates the database at
     /// `url` (`sqlite:///path/to.db`).
     pub async fn open(url: &str) -> R<Self> {
+        Self::open_counting(url, Counter::default()).await
+    }
+
+    /// [`Self::open`], counting the transactions that create commands on `commits`.
+    pub async fn open_counting(url: &str, commits: Counter) -> R<Self> {
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
         if let Some(dir) = std::path::Path::new(path).parent() {
             if !dir.as_os_str().is_empty() {
@@ -206,9 +230,12 @@ impl SqliteStore {
             .pragma("wal_autocheckpoint", "0");
         // Every write is one statement guarded by its WHERE clause, except `create`,
         // which takes the write lock up front; busy_timeout covers other processes.
-        let writer = options.connect().await?;
+        let writer = Arc::new(tokio::sync::Mutex::new(options.connect().await?));
+        let (creations, pending) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(group_commits(writer.clone(), pending, commits));
         let mut store = SqliteStore {
-            writer: Arc::new(tokio::sync::Mutex::new(writer)),
+            writer,
+            creations,
             reader: SqlitePoolOptions::new().connect_lazy_with(options.clone()),
             checkpointer: Arc::new(tokio::sync::Mutex::new(options.connect().await?)),
             file: (!url.contains(":memory:") && !url.contains("mode=memory"))
@@ -351,15 +378,92 @@ fn id_list(ids: &[&str]) -> String {
     serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())
 }
 
-/// Creates a command in one transaction on `conn` (see [`CommandStore::create`]).
-async fn create_in(conn: &mut sqlx::SqliteConnection, new: NewCommand, now: i64) -> R<Created> {
+/// Commits creations as they arrive, in groups: every creation that queued while one
+/// group was being written goes into the next one (up to [`MAX_GROUP`]), one transaction
+/// and one fsync for all. Ends when the store is dropped.
+async fn group_commits(
+    writer: Arc<tokio::sync::Mutex<SqliteConnection>>,
+    mut pending: tokio::sync::mpsc::UnboundedReceiver<PendingCreation>,
+    commits: Counter,
+) {
+    while let Some(first) = pending.recv().await {
+        let group = super::take_batch(first, &mut pending, MAX_GROUP);
+        let mut conn = writer.lock().await;
+        let news: Vec<(&NewCommand, i64)> = group.iter().map(|p| (&p.new, p.now)).collect();
+        let outcomes = match create_group(&mut conn, &news).await {
+            Ok(outcomes) => {
+                commits.inc();
+                outcomes
+            }
+            // a database error fails the whole transaction: each creation alone, so
+            // that only the one at fault fails
+            Err(e) if group.len() > 1 => {
+                tracing::debug!(error = %e, creations = group.len(), "group commit failed; committing one by one");
+                let mut outcomes = Vec::with_capacity(group.len());
+                for one in news.chunks(1) {
+                    outcomes.push(match create_group(&mut conn, one).await {
+                        Ok(mut o) => {
+                            commits.inc();
+                            o.pop().unwrap_or(Err(StoreError::Stopped))
+                        }
+                        Err(e) => Err(e),
+                    });
+                }
+                outcomes
+            }
+            Err(e) => vec![Err(e)],
+        };
+        drop(conn);
+        for (p, outcome) in group.into_iter().zip(outcomes) {
+            // a requester that went away finds its command by its id
+            let _ = p.reply.send(outcome);
+        }
+    }
+}
+
+/// Creates `news` in one transaction with `synchronous = FULL`, in order. `Ok` holds
+/// each creation's outcome (an id conflict fails that creation alone); `Err` is a
+/// database error, and then none of them is stored.
+async fn create_group(
+    conn: &mut SqliteConnection,
+    news: &[(&NewCommand, i64)],
+) -> R<Vec<R<Created>>> {
+    sqlx::query("PRAGMA synchronous = FULL")
+        .execute(&mut *conn)
+        .await?;
+    let result = create_all(conn, news).await;
+    sqlx::query("PRAGMA synchronous = NORMAL")
+        .execute(&mut *conn)
+        .await?;
+    result
+}
+
+async fn create_all(
+    conn: &mut SqliteConnection,
+    news: &[(&NewCommand, i64)],
+) -> R<Vec<R<Created>>> {
     use sqlx::Connection;
     // IMMEDIATE: two deferred transactions upgrading to writers at once would fail
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let mut outcomes = Vec::with_capacity(news.len());
+    for (new, now) in news {
+        match create_one(&mut tx, new, *now).await {
+            Err(e @ StoreError::IdConflict { .. }) => outcomes.push(Err(e)),
+            Err(e) => return Err(e),
+            Ok(c) => outcomes.push(Ok(c)),
+        }
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// Creates one command inside the caller's transaction (see [`CommandStore::create`]).
+/// An id conflict writes nothing.
+async fn create_one(conn: &mut SqliteConnection, new: &NewCommand, now: i64) -> R<Created> {
     if let Some(id) = &new.id {
         let row = sqlx::query(select_commands!("WHERE id = ?"))
             .bind(id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut *conn)
             .await?;
         if let Some(existing) = row.as_ref().map(row_to_command).transpose()? {
             if existing.device != new.device {
@@ -379,12 +483,15 @@ async fn create_in(conn: &mut sqlx::SqliteConnection, new: NewCommand, now: i64)
          RETURNING (next_counter + 65535) % 65536",
     )
     .bind(&device)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await?;
     let cmd = Command {
-        id: new.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-        device: new.device,
-        command: new.command,
+        id: new
+            .id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        device: new.device.clone(),
+        command: new.command.clone(),
         counter: counter as u16,
         confirmed: new.confirmed,
         state: CommandState::Queued,
@@ -409,9 +516,8 @@ async fn create_in(conn: &mut sqlx::SqliteConnection, new: NewCommand, now: i64)
     .bind(now)
     .bind(cmd.expires_at)
     .bind(now)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    tx.commit().await?;
     let entry = entry_of(&cmd, now);
     Ok(Created::New(cmd, entry))
 }
@@ -420,15 +526,11 @@ const EXPIRED_REASON: &str = "expired before a receive window opened";
 
 impl CommandStore for SqliteStore {
     async fn create(&self, new: NewCommand, now: i64) -> R<Created> {
-        let mut conn = self.writer.lock().await;
-        sqlx::query("PRAGMA synchronous = FULL")
-            .execute(&mut *conn)
-            .await?;
-        let result = create_in(&mut conn, new, now).await;
-        sqlx::query("PRAGMA synchronous = NORMAL")
-            .execute(&mut *conn)
-            .await?;
-        result
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        self.creations
+            .send(PendingCreation { new, now, reply })
+            .map_err(|_| StoreError::Stopped)?;
+        outcome.await.map_err(|_| StoreError::Stopped)?
     }
 
     async fn get(&self, id: &str) -> R<Option<(Command, Vec<HistoryEntry>)>> {
@@ -739,6 +841,124 @@ mod tests {
             Err(StoreError::IdConflict { .. })
         ));
         assert_eq!(s.pending_count(&a).await.unwrap(), 2);
+    }
+
+    /// A store counting its creation commits.
+    async fn counting_store() -> (SqliteStore, Counter, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/bridge.db", dir.path().display());
+        let commits = Counter::default();
+        let s = SqliteStore::open_counting(&url, commits.clone()).await;
+        (s.unwrap(), commits, dir)
+    }
+
+    /// Every future's output, in order; each is first polled in order, in one pass.
+    async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+        use std::task::Poll;
+        let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+        let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+        std::future::poll_fn(|cx| {
+            let mut all = true;
+            for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+                if out.is_none() {
+                    match f.as_mut().poll(cx) {
+                        Poll::Ready(v) => *out = Some(v),
+                        Poll::Pending => all = false,
+                    }
+                }
+            }
+            if all { Poll::Ready(()) } else { Poll::Pending }
+        })
+        .await;
+        outputs.into_iter().map(Option::unwrap).collect()
+    }
+
+    // The tests below run on tokio's current-thread runtime: `join_all` sends every
+    // creation before the commit task first runs, so they all arrive as one group.
+
+    #[tokio::test]
+    async fn creations_arriving_together_share_one_commit_and_keep_every_rule() {
+        let (s, commits, dir) = counting_store().await;
+        let a = dev("0000000000000001");
+        let b = dev("0000000000000002");
+        let mut news: Vec<NewCommand> = (0..40).map(|_| new(&a, C::Locate, None)).collect();
+        news.push(new(&a, C::Lock, Some("k1")));
+        // the same id again in the same group: the command stored a moment before
+        news.push(new(&a, C::Unlock { auto_relock_s: 0 }, Some("k1")));
+        // the same id for another device: refused, and nothing else is
+        news.push(new(&b, C::Lock, Some("k1")));
+        news.push(new(&b, C::Lock, None));
+        let outcomes = join_all(news.into_iter().map(|n| s.create(n, 1000))).await;
+        assert_eq!(
+            commits.get(),
+            1,
+            "43 creations arriving together took {} commits",
+            commits.get()
+        );
+
+        let counters: Vec<u16> = outcomes[..41]
+            .iter()
+            .map(|o| match o {
+                Ok(Created::New(c, _)) => c.counter,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            counters,
+            (1..=41).collect::<Vec<u16>>(),
+            "counters in arrival order"
+        );
+        let Ok(Created::Existing(again)) = &outcomes[41] else {
+            panic!("{:?}", outcomes[41])
+        };
+        assert_eq!((again.id.as_str(), again.counter), ("k1", 41));
+        assert!(matches!(&outcomes[42], Err(StoreError::IdConflict { .. })));
+        let Ok(Created::New(lone, _)) = &outcomes[43] else {
+            panic!("{:?}", outcomes[43])
+        };
+        assert_eq!(lone.counter, 1);
+
+        // on disk: reopened, every stored command is there
+        drop(s);
+        let url = format!("sqlite://{}/bridge.db", dir.path().display());
+        let s = SqliteStore::open(&url).await.unwrap();
+        assert_eq!(s.pending_count(&a).await.unwrap(), 41);
+        assert_eq!(s.pending_count(&b).await.unwrap(), 1);
+        assert_eq!(s.get("k1").await.unwrap().unwrap().0.command, C::Lock);
+    }
+
+    #[tokio::test]
+    async fn a_creation_the_database_refuses_fails_alone() {
+        let (s, commits, _dir) = counting_store().await;
+        // a database error for one id only, raised inside the group's transaction
+        sqlx::query(
+            "CREATE TRIGGER poison BEFORE INSERT ON commands WHEN NEW.id = 'poison' \
+             BEGIN SELECT RAISE(ABORT, 'poisoned command'); END",
+        )
+        .execute(&mut *s.writer.lock().await)
+        .await
+        .unwrap();
+        let a = dev("0000000000000001");
+        let ids = ["c1", "c2", "poison", "c3"];
+        let creations = ids
+            .iter()
+            .map(|id| s.create(new(&a, C::Locate, Some(id)), 1000));
+        let outcomes = join_all(creations).await;
+        let Err(StoreError::Db(e)) = &outcomes[2] else {
+            panic!("{:?}", outcomes[2])
+        };
+        assert!(e.to_string().contains("poisoned command"), "{e}");
+        for (i, id) in [(0, "c1"), (1, "c2"), (3, "c3")] {
+            let Ok(Created::New(c, _)) = &outcomes[i] else {
+                panic!("{id}: {:?}", outcomes[i])
+            };
+            assert_eq!(c.id, id);
+            assert!(s.get(id).await.unwrap().is_some(), "{id} is not stored");
+        }
+        assert!(s.get("poison").await.unwrap().is_none());
+        // the group failed as a whole, then each was committed alone
+        assert_eq!(commits.get(), 3);
+        assert_eq!(s.pending_count(&a).await.unwrap(), 3);
     }
 
     #[tokio::test]
