@@ -133,6 +133,11 @@ async fn a_class_a_uplink_takes_the_command_to_executed() {
         metrics.contains("longproto_command_duration_seconds_count 1"),
         "{metrics}"
     );
+    // one creation, one store transaction
+    assert!(
+        metrics.contains("longproto_command_creation_commits_total 1"),
+        "{metrics}"
+    );
     // nothing more goes out: a delivered command is never resent
     cs.up(EUI, 5, 3, ACK_NONE).await;
     assert!(cs.next_down(Duration::from_millis(500)).await.is_none());

@@ -892,7 +892,7 @@ mod tests {
         assert_eq!(
             commits.get(),
             1,
-            "43 creations arriving together took {} commits",
+            "44 creations arriving together took {} commits",
             commits.get()
         );
 
