@@ -438,88 +438,160 @@ async fn create_group(
     result
 }
 
+/// What the group decided for one creation before anything is written.
+enum Plan {
+    /// Stored before this group: the outcome as it is.
+    Done(R<Created>),
+    /// New: `fresh[i]`.
+    Fresh(usize),
+    /// Its id names `fresh[i]`, created earlier in this group.
+    SameAs(usize),
+}
+
+/// Creates `news` in the caller's connection, in one transaction of four statements
+/// however many there are: the ids already stored, the counters of every device (one
+/// upsert), the commands (one insert; their history rows come from the trigger), and
+/// the commit.
 async fn create_all(
     conn: &mut SqliteConnection,
     news: &[(&NewCommand, i64)],
 ) -> R<Vec<R<Created>>> {
     use sqlx::Connection;
+    use std::collections::HashMap;
     // IMMEDIATE: two deferred transactions upgrading to writers at once would fail
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let mut outcomes = Vec::with_capacity(news.len());
-    for (new, now) in news {
-        match create_one(&mut tx, new, *now).await {
-            Err(e @ StoreError::IdConflict { .. }) => outcomes.push(Err(e)),
-            Err(e) => return Err(e),
-            Ok(c) => outcomes.push(Ok(c)),
+
+    // the given ids that name stored commands
+    let ids: Vec<&str> = news.iter().filter_map(|(n, _)| n.id.as_deref()).collect();
+    let mut stored: HashMap<String, Command> = HashMap::new();
+    if !ids.is_empty() {
+        let rows = sqlx::query(select_commands!(
+            "WHERE id IN (SELECT value FROM json_each(?))"
+        ))
+        .bind(id_list(&ids))
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &rows {
+            let c = row_to_command(row)?;
+            stored.insert(c.id.clone(), c);
         }
+    }
+
+    // each creation in order: a known id, an id seen earlier in the group, or new
+    let conflict = |id: &str, device: &DeviceId| StoreError::IdConflict {
+        id: id.to_owned(),
+        device: device.to_string(),
+    };
+    let mut fresh: Vec<Command> = Vec::new();
+    let mut by_id: HashMap<&str, usize> = HashMap::new();
+    let mut per_device: indexmap::IndexMap<String, i64> = indexmap::IndexMap::new();
+    let mut plans = Vec::with_capacity(news.len());
+    for (new, now) in news {
+        let id = new.id.as_deref();
+        if let Some(existing) = id.and_then(|id| stored.get(id)) {
+            plans.push(Plan::Done(if existing.device == new.device {
+                Ok(Created::Existing(existing.clone()))
+            } else {
+                Err(conflict(&existing.id, &existing.device))
+            }));
+            continue;
+        }
+        if let Some(&i) = id.and_then(|id| by_id.get(id)) {
+            let earlier = &fresh[i];
+            plans.push(if earlier.device == new.device {
+                Plan::SameAs(i)
+            } else {
+                Plan::Done(Err(conflict(&earlier.id, &earlier.device)))
+            });
+            continue;
+        }
+        *per_device.entry(new.device.to_string()).or_default() += 1;
+        plans.push(Plan::Fresh(fresh.len()));
+        if let Some(id) = id {
+            by_id.insert(id, fresh.len());
+        }
+        fresh.push(Command {
+            id: id.map_or_else(|| uuid::Uuid::new_v4().to_string(), Into::into),
+            device: new.device.clone(),
+            command: new.command.clone(),
+            counter: 0,
+            confirmed: new.confirmed,
+            state: CommandState::Queued,
+            attempts: 0,
+            created_at: *now,
+            expires_at: now + new.ttl_ms,
+            network_ref: None,
+            reason: None,
+        });
+    }
+
+    if !fresh.is_empty() {
+        // counters: n for a device takes the stored next one and the n - 1 after it (1
+        // for a device never commanded); `excluded.next_counter` is 1 + n
+        let wanted: Vec<(&str, i64)> = per_device.iter().map(|(d, n)| (d.as_str(), *n)).collect();
+        let rows = sqlx::query(
+            "INSERT INTO devices (device, next_counter) \
+             SELECT value ->> 0, 1 + (value ->> 1) FROM json_each(?1) WHERE true \
+             ON CONFLICT (device) DO UPDATE \
+             SET next_counter = (devices.next_counter + excluded.next_counter - 1) % 65536 \
+             RETURNING device, next_counter",
+        )
+        .bind(serde_json::to_string(&wanted).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut next: HashMap<String, i64> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let device: String = row.try_get("device")?;
+            let after: i64 = row.try_get("next_counter")?;
+            let n = per_device.get(&device).copied().unwrap_or(0);
+            // the first counter of this group's commands for the device
+            next.insert(device, (after - n).rem_euclid(65536));
+        }
+        let mut rows_json = Vec::with_capacity(fresh.len());
+        for cmd in &mut fresh {
+            let device = cmd.device.to_string();
+            let counter = next
+                .get_mut(&device)
+                .ok_or_else(|| StoreError::Corrupt(format!("no counter for {device}")))?;
+            cmd.counter = *counter as u16;
+            *counter = (*counter + 1) % 65536;
+            let body = serde_json::to_string(&cmd.command)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            rows_json.push(serde_json::json!([
+                cmd.id,
+                device,
+                body,
+                cmd.counter,
+                cmd.command.is_urgent() as i64,
+                cmd.confirmed as i64,
+                cmd.created_at,
+                cmd.expires_at,
+            ]));
+        }
+        // rows in array order: rowids, and so ties in the queue, follow arrival
+        sqlx::query(
+            "INSERT INTO commands (id, device, body, counter, urgent, confirmed, state, attempts, created_at, expires_at, updated_at) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+             'queued', 0, value ->> 6, value ->> 7, value ->> 6 FROM json_each(?) ORDER BY key",
+        )
+        .bind(serde_json::Value::Array(rows_json).to_string())
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
-    Ok(outcomes)
-}
 
-/// Creates one command inside the caller's transaction (see [`CommandStore::create`]).
-/// An id conflict writes nothing.
-async fn create_one(conn: &mut SqliteConnection, new: &NewCommand, now: i64) -> R<Created> {
-    if let Some(id) = &new.id {
-        let row = sqlx::query(select_commands!("WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
-        if let Some(existing) = row.as_ref().map(row_to_command).transpose()? {
-            if existing.device != new.device {
-                return Err(StoreError::IdConflict {
-                    id: id.clone(),
-                    device: existing.device.to_string(),
-                });
+    Ok(plans
+        .into_iter()
+        .map(|plan| match plan {
+            Plan::Done(outcome) => outcome,
+            Plan::Fresh(i) => {
+                let cmd = fresh[i].clone();
+                let entry = entry_of(&cmd, cmd.created_at);
+                Ok(Created::New(cmd, entry))
             }
-            return Ok(Created::Existing(existing));
-        }
-    }
-    let device = new.device.to_string();
-    // allocates the counter: 1 for a new device, else the stored next one
-    let counter: i64 = sqlx::query_scalar(
-        "INSERT INTO devices (device, next_counter) VALUES (?, 2) \
-         ON CONFLICT (device) DO UPDATE SET next_counter = (next_counter + 1) % 65536 \
-         RETURNING (next_counter + 65535) % 65536",
-    )
-    .bind(&device)
-    .fetch_one(&mut *conn)
-    .await?;
-    let cmd = Command {
-        id: new
-            .id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-        device: new.device.clone(),
-        command: new.command.clone(),
-        counter: counter as u16,
-        confirmed: new.confirmed,
-        state: CommandState::Queued,
-        attempts: 0,
-        created_at: now,
-        expires_at: now + new.ttl_ms,
-        network_ref: None,
-        reason: None,
-    };
-    let body =
-        serde_json::to_string(&cmd.command).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    sqlx::query(
-        "INSERT INTO commands (id, device, body, counter, urgent, confirmed, state, attempts, created_at, expires_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?)",
-    )
-    .bind(&cmd.id)
-    .bind(&device)
-    .bind(body)
-    .bind(counter)
-    .bind(cmd.command.is_urgent() as i64)
-    .bind(cmd.confirmed as i64)
-    .bind(now)
-    .bind(cmd.expires_at)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    let entry = entry_of(&cmd, now);
-    Ok(Created::New(cmd, entry))
+            Plan::SameAs(i) => Ok(Created::Existing(fresh[i].clone())),
+        })
+        .collect())
 }
 
 const EXPIRED_REASON: &str = "expired before a receive window opened";
@@ -925,6 +997,27 @@ mod tests {
         assert_eq!(s.pending_count(&a).await.unwrap(), 41);
         assert_eq!(s.pending_count(&b).await.unwrap(), 1);
         assert_eq!(s.get("k1").await.unwrap().unwrap().0.command, C::Lock);
+    }
+
+    #[tokio::test]
+    async fn counters_wrap_at_65536_inside_a_group_and_go_on_after_it() {
+        let (s, commits, _dir) = counting_store().await;
+        let a = dev("0000000000000001");
+        sqlx::query("INSERT INTO devices (device, next_counter) VALUES (?, 65534)")
+            .bind(a.to_string())
+            .execute(&mut *s.writer.lock().await)
+            .await
+            .unwrap();
+        let counter = |o: &R<Created>| match o {
+            Ok(Created::New(c, _)) => c.counter,
+            other => panic!("{other:?}"),
+        };
+        let group = join_all((0..4).map(|_| s.create(new(&a, C::Locate, None), 1000))).await;
+        assert_eq!(commits.get(), 1);
+        let counters: Vec<u16> = group.iter().map(counter).collect();
+        assert_eq!(counters, [65534, 65535, 0, 1]);
+        let after = s.create(new(&a, C::Locate, None), 1001).await;
+        assert_eq!(counter(&after), 2);
     }
 
     #[tokio::test]
