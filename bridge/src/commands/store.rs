@@ -513,7 +513,7 @@ async fn create_all(
         fresh.push(Command {
             id: id.map_or_else(|| uuid::Uuid::new_v4().to_string(), Into::into),
             device: new.device.clone(),
-            command: new.command.clone(),
+            command: new.command,
             counter: 0,
             confirmed: new.confirmed,
             state: CommandState::Queued,
