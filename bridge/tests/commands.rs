@@ -59,6 +59,15 @@ async fn a_class_a_uplink_takes_the_command_to_executed() {
         (json!("queued"), json!(1), json!(true))
     );
     wait_state(&mut events, &id, "queued").await;
+    // the device's state counts it from the 202 on
+    let (_, state) = api(
+        bridge.http_addr(),
+        "GET",
+        &format!("/v1/devices/lorawan/{EUI}"),
+        None,
+    )
+    .await;
+    assert_eq!(state["pending_commands"], 1, "{state}");
     assert!(
         cs.next_down(Duration::from_millis(300)).await.is_none(),
         "class A: nothing before an uplink"

@@ -342,14 +342,14 @@ impl Commands {
         let new = self.new_command(device, req)?;
         match self.store.create(new, self.now()).await? {
             Created::Existing(cmd) => Ok((cmd, false)),
-            Created::New(cmd, entry) => {
+            Created::New(cmd, entry, pending) => {
                 let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
                 if let Some(p) = Pending::of(&cmd, cmd.command.is_urgent(), seq) {
                     self.requeue(device, vec![p]);
                 }
                 lock(&self.commanded).insert(device.clone());
                 self.announce(&cmd, &entry).await;
-                self.refresh_pending(device).await;
+                self.pipeline.set_pending(device, pending).await;
                 Ok((cmd, true))
             }
         }

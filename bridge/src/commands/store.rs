@@ -33,8 +33,9 @@ pub struct NewCommand {
 /// The outcome of [`CommandStore::create`].
 #[derive(Debug, Clone)]
 pub enum Created {
-    /// Stored now.
-    New(Command, HistoryEntry),
+    /// Stored now, with the device's pending commands (queued, scheduled or sent) as
+    /// the same transaction counted them.
+    New(Command, HistoryEntry, u64),
     /// The id was known: the command stored before.
     Existing(Command),
 }
@@ -448,10 +449,10 @@ enum Plan {
     SameAs(usize),
 }
 
-/// Creates `news` in the caller's connection, in one transaction of four statements
+/// Creates `news` in the caller's connection, in one transaction of five statements
 /// however many there are: the ids already stored, the counters of every device (one
-/// upsert), the commands (one insert; their history rows come from the trigger), and
-/// the commit.
+/// upsert), the commands (one insert; their history rows come from the trigger), the
+/// devices' pending counts, and the commit.
 async fn create_all(
     conn: &mut SqliteConnection,
     news: &[(&NewCommand, i64)],
@@ -486,6 +487,7 @@ async fn create_all(
     let mut by_id: HashMap<&str, usize> = HashMap::new();
     let mut per_device: indexmap::IndexMap<String, i64> = indexmap::IndexMap::new();
     let mut plans = Vec::with_capacity(news.len());
+    let mut pending: HashMap<String, u64> = HashMap::new();
     for (new, now) in news {
         let id = new.id.as_deref();
         if let Some(existing) = id.and_then(|id| stored.get(id)) {
@@ -577,6 +579,21 @@ async fn create_all(
         .bind(serde_json::Value::Array(rows_json).to_string())
         .execute(&mut *tx)
         .await?;
+        // each device's pending count, in the same transaction: the state this
+        // creation publishes needs no read of its own
+        let devices: Vec<&str> = per_device.keys().map(String::as_str).collect();
+        let rows = sqlx::query(
+            "SELECT device, COUNT(*) AS n FROM commands \
+             WHERE device IN (SELECT value FROM json_each(?)) \
+             AND state IN ('queued', 'scheduled', 'sent') GROUP BY device",
+        )
+        .bind(id_list(&devices))
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &rows {
+            let n: i64 = row.try_get("n")?;
+            pending.insert(row.try_get("device")?, n as u64);
+        }
     }
     tx.commit().await?;
 
@@ -587,7 +604,8 @@ async fn create_all(
             Plan::Fresh(i) => {
                 let cmd = fresh[i].clone();
                 let entry = entry_of(&cmd, cmd.created_at);
-                Ok(Created::New(cmd, entry))
+                let n = pending.get(&cmd.device.to_string()).copied();
+                Ok(Created::New(cmd, entry, n.unwrap_or(1)))
             }
             Plan::SameAs(i) => Ok(Created::Existing(fresh[i].clone())),
         })
@@ -887,16 +905,16 @@ mod tests {
         let (s, _dir) = store().await;
         let a = dev("0000000000000001");
         let b = dev("0000000000000002");
-        let Created::New(c1, e) = s.create(new(&a, C::Locate, None), 1000).await.unwrap() else {
+        let Created::New(c1, e, 1) = s.create(new(&a, C::Locate, None), 1000).await.unwrap() else {
             panic!()
         };
         assert_eq!((c1.counter, e.state), (1, CommandState::Queued));
-        let Created::New(c2, _) = s.create(new(&a, C::Lock, Some("k1")), 1001).await.unwrap()
+        let Created::New(c2, _, 2) = s.create(new(&a, C::Lock, Some("k1")), 1001).await.unwrap()
         else {
             panic!()
         };
         assert_eq!(c2.counter, 2);
-        let Created::New(c3, _) = s.create(new(&b, C::Lock, None), 1002).await.unwrap() else {
+        let Created::New(c3, _, 1) = s.create(new(&b, C::Lock, None), 1002).await.unwrap() else {
             panic!()
         };
         assert_eq!(c3.counter, 1, "counters are per device");
@@ -968,10 +986,11 @@ mod tests {
             commits.get()
         );
 
+        // the device's pending count as the group's transaction saw it: all 41
         let counters: Vec<u16> = outcomes[..41]
             .iter()
             .map(|o| match o {
-                Ok(Created::New(c, _)) => c.counter,
+                Ok(Created::New(c, _, 41)) => c.counter,
                 other => panic!("{other:?}"),
             })
             .collect();
@@ -985,7 +1004,7 @@ mod tests {
         };
         assert_eq!((again.id.as_str(), again.counter), ("k1", 41));
         assert!(matches!(&outcomes[42], Err(StoreError::IdConflict { .. })));
-        let Ok(Created::New(lone, _)) = &outcomes[43] else {
+        let Ok(Created::New(lone, _, 1)) = &outcomes[43] else {
             panic!("{:?}", outcomes[43])
         };
         assert_eq!(lone.counter, 1);
@@ -1009,7 +1028,7 @@ mod tests {
             .await
             .unwrap();
         let counter = |o: &R<Created>| match o {
-            Ok(Created::New(c, _)) => c.counter,
+            Ok(Created::New(c, _, _)) => c.counter,
             other => panic!("{other:?}"),
         };
         let group = join_all((0..4).map(|_| s.create(new(&a, C::Locate, None), 1000))).await;
@@ -1041,11 +1060,12 @@ mod tests {
             panic!("{:?}", outcomes[2])
         };
         assert!(e.to_string().contains("poisoned command"), "{e}");
-        for (i, id) in [(0, "c1"), (1, "c2"), (3, "c3")] {
-            let Ok(Created::New(c, _)) = &outcomes[i] else {
+        // one by one: each counts the device's pending commands after itself
+        for (i, id, pending) in [(0, "c1", 1), (1, "c2", 2), (3, "c3", 3)] {
+            let Ok(Created::New(c, _, n)) = &outcomes[i] else {
                 panic!("{id}: {:?}", outcomes[i])
             };
-            assert_eq!(c.id, id);
+            assert_eq!((c.id.as_str(), *n), (id, pending));
             assert!(s.get(id).await.unwrap().is_some(), "{id} is not stored");
         }
         assert!(s.get("poison").await.unwrap().is_none());
