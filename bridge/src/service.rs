@@ -253,49 +253,123 @@ where
 }
 
 /// Hands each incoming message to its handler, then acknowledges it to the broker, so a
-/// message is only acknowledged once its results are queued for publishing. On stop it
-/// closes the channel (the connection stops forwarding) and finishes what it holds.
+/// message is only acknowledged once its results are queued for publishing (a command
+/// request: once it is stored). On stop it closes the channel (the connection stops
+/// forwarding) and finishes what it holds.
 ///
 /// One message at a time: MQTT 3.1.1 requires PUBACKs in the order the messages arrived
 /// (MQTT-4.6.0-2). mosquitto tolerates other orders, rumqttd closes the connection.
-/// Handling devices in parallel needs an acknowledgement sequencer first.
+/// Command requests are the exception to "one at a time": storing one waits for an
+/// fsync, and an uplink queued behind a burst of them would miss its receive window. So
+/// they go to the command lane ([`command_lane`]) and the dispatcher goes on; their
+/// acknowledgements wait in order ([`Ack`]), holding back the ones behind them but not
+/// the work.
 async fn dispatch(
     mut rx: mpsc::UnboundedReceiver<Incoming>,
     mut stop: watch::Receiver<bool>,
     client: AsyncClient,
     routes: Arc<Routes>,
 ) {
+    let (lane, lane_rx) = mpsc::unbounded_channel();
+    let lane_task = tokio::spawn(command_lane(routes.clone(), lane_rx));
+    let mut acks = std::collections::VecDeque::new();
     let mut slice = crate::timeslice::TimeSlice::default();
     loop {
         slice.tick().await;
+        let waiting = matches!(acks.front(), Some(Ack::After(..)));
         let incoming = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => {
                 rx.close();
                 break;
             }
+            _ = front_stored(&mut acks), if waiting => None,
             m = rx.recv() => match m {
-                Some(m) => m,
-                None => return,
+                Some(m) => Some(m),
+                None => break,
             },
         };
-        handle(&incoming, &client, &routes).await;
+        if let Some(incoming) = incoming {
+            acks.push_back(handle(incoming, &routes, &lane).await);
+        }
+        ack_ready(&client, &mut acks).await;
     }
     // closed: what was already forwarded is finished; the rest stays with the broker
     while let Some(incoming) = rx.recv().await {
-        handle(&incoming, &client, &routes).await;
+        acks.push_back(handle(incoming, &routes, &lane).await);
+    }
+    drop(lane);
+    let _ = lane_task.await;
+    ack_ready(&client, &mut acks).await;
+}
+
+/// An acknowledgement waiting its turn.
+enum Ack {
+    /// Due as soon as the ones before it are sent.
+    Now(rumqttc::Publish),
+    /// Due once the command lane has handled the request (stored it, or refused it).
+    After(tokio::sync::oneshot::Receiver<()>, rumqttc::Publish),
+}
+
+/// Resolves once the first acknowledgement waiting on the command lane is due, and
+/// makes it [`Ack::Now`].
+async fn front_stored(acks: &mut std::collections::VecDeque<Ack>) {
+    if let Some(Ack::After(handled, _)) = acks.front_mut() {
+        let _ = handled.await;
+    }
+    if let Some(Ack::After(_, p)) = acks.pop_front() {
+        acks.push_front(Ack::Now(p));
     }
 }
 
-async fn handle(incoming: &Incoming, client: &AsyncClient, routes: &Routes) {
-    let publish = &incoming.publish;
+/// Sends the acknowledgements that are due, in order, up to the first that is not.
+async fn ack_ready(client: &AsyncClient, acks: &mut std::collections::VecDeque<Ack>) {
+    use tokio::sync::oneshot::error::TryRecvError;
+    while let Some(front) = acks.front_mut() {
+        if let Ack::After(handled, _) = front {
+            // `Closed`: the lane dropped it without an answer (it stopped); no reason
+            // to hold the others back
+            if let Err(TryRecvError::Empty) = handled.try_recv() {
+                return;
+            }
+        }
+        let (Some(Ack::Now(p)) | Some(Ack::After(_, p))) = acks.pop_front() else {
+            return;
+        };
+        if let Err(e) = client.ack(&p).await {
+            tracing::error!(error = %e, "acknowledging a message failed");
+        }
+    }
+}
+
+/// A command request over MQTT, for the command lane.
+struct CommandMessage {
+    device: Result<DeviceId, (String, String)>,
+    payload: bytes::Bytes,
+    handled: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn handle(
+    incoming: Incoming,
+    routes: &Routes,
+    lane: &mpsc::UnboundedSender<CommandMessage>,
+) -> Ack {
+    let publish = incoming.publish;
     if routes.chirpstack.matches(&publish.topic) {
         routes
             .chirpstack
             .handle(&publish.topic, &publish.payload, incoming.received)
             .await;
     } else if let Some(device) = command_topic_device(&routes.root, &publish.topic) {
-        command_request(routes, device, &publish.payload).await;
+        let (handled, done) = tokio::sync::oneshot::channel();
+        let message = CommandMessage {
+            device: device.map_err(|(n, i)| (n.to_owned(), i.to_owned())),
+            payload: publish.payload.clone(),
+            handled,
+        };
+        if lane.send(message).is_ok() {
+            return Ack::After(done, publish);
+        }
     } else {
         routes.metrics.malformed("mqtt", "topic");
         tracing::warn!(
@@ -303,8 +377,23 @@ async fn handle(incoming: &Incoming, client: &AsyncClient, routes: &Routes) {
             "message on a topic the bridge does not read"
         );
     }
-    if let Err(e) = client.ack(publish).await {
-        tracing::error!(error = %e, "acknowledging a message failed");
+    Ack::Now(publish)
+}
+
+/// Handles MQTT command requests in the order they arrived. Whatever queued while the
+/// last ones were stored is submitted together, in order, so that they share one commit
+/// (see [`Commands::create`]); each is then finished in order.
+async fn command_lane(routes: Arc<Routes>, mut rx: mpsc::UnboundedReceiver<CommandMessage>) {
+    while let Some(first) = rx.recv().await {
+        let batch = crate::commands::take_batch(first, &mut rx, 64);
+        let submitted: Vec<_> = batch
+            .into_iter()
+            .map(|m| (command_request(&routes, m.device, &m.payload), m.handled))
+            .collect();
+        for (request, handled) in submitted {
+            request.await;
+            let _ = handled.send(());
+        }
     }
 }
 
@@ -323,39 +412,49 @@ fn command_topic_device<'t>(
 }
 
 /// A command request over MQTT: the same body as the HTTP POST; a refusal is published
-/// on the device's command-events topic.
-async fn command_request(routes: &Routes, device: Result<DeviceId, (&str, &str)>, payload: &[u8]) {
+/// on the device's command-events topic. The request is submitted to the store when
+/// this is called; the future finishes it.
+fn command_request<'r>(
+    routes: &'r Routes,
+    device: Result<DeviceId, (String, String)>,
+    payload: &[u8],
+) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'r>> {
     let device = match device {
         Ok(d) => d,
         Err((network, id)) => {
             routes.metrics.malformed("command", "device");
             tracing::warn!(network, id, "command request for an invalid device");
-            return;
+            return Box::pin(async {});
         }
     };
     let body: serde_json::Value = match serde_json::from_slice(payload) {
         Ok(v) => v,
         Err(e) => {
             routes.metrics.malformed("command", "json");
-            routes
-                .commands
-                .announce_refused(&device, None, &format!("not JSON: {e}"))
-                .await;
-            return;
+            let reason = format!("not JSON: {e}");
+            return Box::pin(async move {
+                routes
+                    .commands
+                    .announce_refused(&device, None, &reason)
+                    .await;
+            });
         }
     };
     let id = body.get("id").and_then(|v| v.as_str()).map(str::to_owned);
-    match routes.commands.create(&device, &body).await {
-        Ok((_, true)) => routes.chirpstack.command_created(&device).await,
-        Ok((_, false)) => {}
-        Err(e) => {
-            routes.metrics.malformed("command", "request");
-            routes
-                .commands
-                .announce_refused(&device, id.as_deref(), &e.to_string())
-                .await;
+    let created = routes.commands.create(&device, &body);
+    Box::pin(async move {
+        match created.await {
+            Ok((_, true)) => routes.chirpstack.command_created(&device).await,
+            Ok((_, false)) => {}
+            Err(e) => {
+                routes.metrics.malformed("command", "request");
+                routes
+                    .commands
+                    .announce_refused(&device, id.as_deref(), &e.to_string())
+                    .await;
+            }
         }
-    }
+    })
 }
 
 /// Runs the service until SIGTERM or SIGINT; a second signal exits at once.

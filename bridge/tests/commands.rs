@@ -598,6 +598,69 @@ async fn bad_requests_get_a_4xx_naming_the_field() {
     bridge.shutdown().await;
 }
 
+/// Storing a command request waits for the disk; an uplink that arrives behind a burst
+/// of them must not wait too, or its receive window closes. Here another process holds
+/// the database's write lock while MQTT command requests and then an uplink arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uplink_is_not_held_up_by_mqtt_command_requests_waiting_for_the_store() {
+    use sqlx::ConnectOptions;
+    let broker = Mosquitto::start();
+    let s = settings(&broker, "bridge-lane");
+    let url = s.storage.url.clone();
+    let bridge = start_bridge(&broker, s).await;
+    let cs = ChirpstackDouble::new(&broker, "app-1").await;
+    let mut watch = Watcher::new(
+        &broker,
+        "watch-lane",
+        &[
+            "longproto/v1/+/+/telemetry",
+            "longproto/v1/+/+/command-events",
+        ],
+    )
+    .await;
+    let mut other = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+
+    let op = publisher(&broker, "operator-lane").await;
+    let devices: Vec<String> = (0..5).map(|i| format!("00000000000000a{i}")).collect();
+    for d in &devices {
+        let topic = format!("longproto/v1/lorawan/{d}/command");
+        let body = format!(r#"{{"id":"lane-{d}","command":"locate"}}"#);
+        op.publish(topic, rumqttc::QoS::AtLeastOnce, false, body.into_bytes())
+            .await
+            .unwrap();
+    }
+    cs.up(EUI, 5, 1, ACK_NONE).await;
+    let (topic, _, _) = watch
+        .next_where(Duration::from_secs(3), |_| true)
+        .await
+        .expect("the uplink's telemetry while the command requests wait for the store");
+    assert_eq!(topic, format!("longproto/v1/lorawan/{EUI}/telemetry"));
+
+    // the store is free again: every request is stored and announced, in arrival order
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let mut queued = Vec::new();
+    while queued.len() < devices.len() {
+        let (_, payload, _) = watch
+            .next_where(Duration::from_secs(10), |t| t.ends_with("/command-events"))
+            .await
+            .expect("every command request stored");
+        let e: Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(e["state"], "queued", "{e}");
+        queued.push(e["command_id"].as_str().unwrap().to_owned());
+    }
+    let ids: Vec<String> = devices.iter().map(|d| format!("lane-{d}")).collect();
+    assert_eq!(queued, ids);
+    bridge.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_arrive_over_mqtt_too() {
     let broker = Mosquitto::start();

@@ -329,28 +329,37 @@ impl Commands {
 
     /// Creates a command from a request body (HTTP or MQTT). Returns it and whether it
     /// is new (a known `id` returns the stored command).
-    pub async fn create(
+    ///
+    /// The request is checked and submitted to the store when this is called (see
+    /// [`CommandStore::create`]): requests keep the order of the calls, and several
+    /// submitted before any is awaited share one commit.
+    pub fn create(
         &self,
         device: &DeviceId,
         body: &Value,
-    ) -> Result<(Command, bool), RequestError> {
-        let Value::Object(req) = body else {
-            return Err(RequestError::Invalid(
+    ) -> impl Future<Output = Result<(Command, bool), RequestError>> + Send + use<'_> {
+        let submitted = match body {
+            Value::Object(req) => self
+                .new_command(device, req)
+                .map(|new| self.store.create(new, self.now())),
+            _ => Err(RequestError::Invalid(
                 "expected a JSON object such as {\"command\":\"unlock\"}".into(),
-            ));
+            )),
         };
-        let new = self.new_command(device, req)?;
-        match self.store.create(new, self.now()).await? {
-            Created::Existing(cmd) => Ok((cmd, false)),
-            Created::New(cmd, entry, pending) => {
-                let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-                if let Some(p) = Pending::of(&cmd, cmd.command.is_urgent(), seq) {
-                    self.requeue(device, vec![p]);
+        let device = device.clone();
+        async move {
+            match submitted?.await? {
+                Created::Existing(cmd) => Ok((cmd, false)),
+                Created::New(cmd, entry, pending) => {
+                    let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+                    if let Some(p) = Pending::of(&cmd, cmd.command.is_urgent(), seq) {
+                        self.requeue(&device, vec![p]);
+                    }
+                    lock(&self.commanded).insert(device.clone());
+                    self.announce(&cmd, &entry).await;
+                    self.pipeline.set_pending(&device, pending).await;
+                    Ok((cmd, true))
                 }
-                lock(&self.commanded).insert(device.clone());
-                self.announce(&cmd, &entry).await;
-                self.pipeline.set_pending(device, pending).await;
-                Ok((cmd, true))
             }
         }
     }

@@ -78,8 +78,14 @@ type R<T> = Result<T, StoreError>;
 /// The command store's interface.
 pub trait CommandStore: Send + Sync + 'static {
     /// Stores a command with the device's next counter, in state `queued`; a known id
-    /// returns the command stored before (idempotency).
-    fn create(&self, new: NewCommand, now: i64) -> impl Future<Output = R<Created>> + Send;
+    /// returns the command stored before (idempotency). The creation is submitted when
+    /// this is called, not when the future is first polled: creations keep the order of
+    /// the calls, and several submitted before any is awaited commit together.
+    fn create(
+        &self,
+        new: NewCommand,
+        now: i64,
+    ) -> impl Future<Output = R<Created>> + Send + 'static;
     /// One command and its history.
     fn get(&self, id: &str)
     -> impl Future<Output = R<Option<(Command, Vec<HistoryEntry>)>>> + Send;
@@ -615,12 +621,17 @@ async fn create_all(
 const EXPIRED_REASON: &str = "expired before a receive window opened";
 
 impl CommandStore for SqliteStore {
-    async fn create(&self, new: NewCommand, now: i64) -> R<Created> {
+    fn create(
+        &self,
+        new: NewCommand,
+        now: i64,
+    ) -> impl Future<Output = R<Created>> + Send + 'static {
         let (reply, outcome) = tokio::sync::oneshot::channel();
-        self.creations
-            .send(PendingCreation { new, now, reply })
-            .map_err(|_| StoreError::Stopped)?;
-        outcome.await.map_err(|_| StoreError::Stopped)?
+        let submitted = self.creations.send(PendingCreation { new, now, reply });
+        async move {
+            submitted.map_err(|_| StoreError::Stopped)?;
+            outcome.await.map_err(|_| StoreError::Stopped)?
+        }
     }
 
     async fn get(&self, id: &str) -> R<Option<(Command, Vec<HistoryEntry>)>> {
