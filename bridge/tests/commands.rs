@@ -628,12 +628,13 @@ async fn an_uplink_is_not_held_up_by_mqtt_command_requests_waiting_for_the_store
         .await
         .unwrap();
 
-    let op = publisher(&broker, "operator-lane").await;
+    // the requests and then the uplink over one connection: the broker keeps their order
     let devices: Vec<String> = (0..5).map(|i| format!("00000000000000a{i}")).collect();
     for d in &devices {
         let topic = format!("longproto/v1/lorawan/{d}/command");
         let body = format!(r#"{{"id":"lane-{d}","command":"locate"}}"#);
-        op.publish(topic, rumqttc::QoS::AtLeastOnce, false, body.into_bytes())
+        cs.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, body.into_bytes())
             .await
             .unwrap();
     }
