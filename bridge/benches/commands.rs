@@ -9,8 +9,11 @@
 //!    double publishes `up` → receives `command/down`) and by the bridge's own histogram,
 //!    read exactly at its 5 ms and 90 ms bounds. ChirpStack reads its queue 100 ms after
 //!    the uplink.
-//! 2. durable command creation through HTTP (keep-alive, 8 connections), against the
-//!    same axum stack answering 202 after parsing the same body, without storing.
+//! 2. durable command creation through HTTP (keep-alive, 8 and 64 connections), against
+//!    the same axum stack answering 202 after parsing the same body, without storing.
+//! 3. an uplink behind a burst of MQTT command requests: from publishing the `up` event
+//!    to receiving its telemetry, with 200 requests published just before it on the
+//!    same connection, against the same uplink with none before it.
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -224,7 +227,7 @@ async fn main() {
         return;
     }
     // `cargo bench --bench commands -- creation` runs only the sections whose name
-    // (`downlink`, `creation`) contains one of the words given
+    // (`downlink`, `creation`, `burst`) contains one of the words given
     let words: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -236,6 +239,67 @@ async fn main() {
     if run("creation") {
         creations().await;
     }
+    if run("burst") {
+        burst().await;
+    }
+}
+
+async fn burst() {
+    const BURST: usize = 200;
+    const ROUNDS: usize = 7;
+    println!(
+        "an uplink behind {BURST} MQTT command requests on the same connection (up → its telemetry), {ROUNDS} rounds, alternating:"
+    );
+    let broker = Mosquitto::start();
+    let mut s = settings(&broker, "bench-burst");
+    s.logging.level = "error".into();
+    let bridge = start_bridge(&broker, s).await;
+    let cs = ChirpstackDouble::new(&broker, "app-1").await;
+    let device = "70b3d57ed0051a2b";
+    let mut telemetry = Watcher::new(
+        &broker,
+        "bench-burst-watch",
+        &[&format!("longproto/v1/lorawan/{device}/telemetry")],
+    )
+    .await;
+    let (mut alone, mut behind) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS * 2 {
+        let n = if round % 2 == 0 { 0 } else { BURST };
+        for i in 0..n {
+            let topic = format!(
+                "longproto/v1/lorawan/{}/command",
+                eui((round * BURST + i) as u64)
+            );
+            cs.client
+                .publish(
+                    topic,
+                    QoS::AtLeastOnce,
+                    false,
+                    br#"{"command":"locate"}"#.to_vec(),
+                )
+                .await
+                .unwrap();
+        }
+        let t0 = Instant::now();
+        cs.up(device, 5, round as u32, "").await;
+        telemetry
+            .next_where(Duration::from_secs(30), |_| true)
+            .await
+            .expect("the uplink's telemetry");
+        if n == 0 { &mut alone } else { &mut behind }.push(t0.elapsed());
+        // the burst stored before the next round
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let (a, b) = (pct(&mut alone, 0.5), pct(&mut behind, 0.5));
+    println!(
+        "alone (baseline): p50 {} max {} | behind {BURST} requests: p50 {} max {} | ratio of the p50s {:.1}",
+        ms(a),
+        ms(pct(&mut alone, 1.0)),
+        ms(b),
+        ms(pct(&mut behind, 1.0)),
+        b.as_secs_f64() / a.as_secs_f64()
+    );
+    bridge.shutdown().await;
 }
 
 async fn downlinks() {
