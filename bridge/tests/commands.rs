@@ -21,6 +21,12 @@ async fn create(bridge: &Bridge, eui: &str, body: Value) -> Value {
     v
 }
 
+/// The device's last known state, as `GET /v1/devices/lorawan/{eui}` answers it.
+async fn device_state(bridge: &Bridge, eui: &str) -> Value {
+    let path = format!("/v1/devices/lorawan/{eui}");
+    api(bridge.http_addr(), "GET", &path, None).await.1
+}
+
 /// The hex of an ack record: counter, opcode, result (0 executed, 4 not_now).
 fn ack_record(counter: u16, opcode: u8, result: u8) -> String {
     hex::encode([0x84, (counter >> 8) as u8, counter as u8, opcode, result])
@@ -60,13 +66,7 @@ async fn a_class_a_uplink_takes_the_command_to_executed() {
     );
     wait_state(&mut events, &id, "queued").await;
     // the device's state counts it from the 202 on
-    let (_, state) = api(
-        bridge.http_addr(),
-        "GET",
-        &format!("/v1/devices/lorawan/{EUI}"),
-        None,
-    )
-    .await;
+    let state = device_state(&bridge, EUI).await;
     assert_eq!(state["pending_commands"], 1, "{state}");
     assert!(
         cs.next_down(Duration::from_millis(300)).await.is_none(),
@@ -123,13 +123,7 @@ async fn a_class_a_uplink_takes_the_command_to_executed() {
         ["queued", "scheduled", "sent", "delivered", "executed"]
     );
     assert_eq!(one["history"][1]["attempt"], 1);
-    let (_, state) = api(
-        bridge.http_addr(),
-        "GET",
-        &format!("/v1/devices/lorawan/{EUI}"),
-        None,
-    )
-    .await;
+    let state = device_state(&bridge, EUI).await;
     assert_eq!(state["pending_commands"], 0, "{state}");
     let (_, _, metrics) = http(bridge.http_addr(), "GET", "/metrics", &[], b"").await;
     let metrics = String::from_utf8(metrics).unwrap();
