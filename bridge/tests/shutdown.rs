@@ -48,6 +48,15 @@ fn count(seen: &mut BTreeMap<u64, u32>, payload: &[u8]) {
         .or_default() += 1;
 }
 
+/// Counts a `queued` command event by its command id.
+fn count_queued(seen: &mut BTreeMap<String, u32>, payload: &[u8]) {
+    let e: Value = serde_json::from_slice(payload).unwrap();
+    assert_eq!(e["state"], "queued", "{e}");
+    *seen
+        .entry(e["command_id"].as_str().unwrap().to_owned())
+        .or_default() += 1;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_publishes_offline_and_exits_0() {
     let broker = Mosquitto::start();
@@ -134,6 +143,81 @@ async fn sigterm_finishes_in_flight_publishes_offline_and_exits_0() {
         twice.is_empty(),
         "published twice across a clean restart (first run: {first_run}): {twice:?}"
     );
+}
+
+/// Command requests over MQTT are stored by the command lane while the dispatcher goes
+/// on; a stop in the middle of a stream of them must store every one it acknowledged,
+/// and leave the others with the broker: across a restart, each request becomes
+/// exactly one command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_amid_mqtt_command_requests_stores_each_exactly_once() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &broker, "bridge-lane-stop", "127.0.0.1:0");
+    let mut watch = Watcher::new(
+        &broker,
+        "watch-lane-stop",
+        &["longproto/v1/+/+/command-events"],
+    )
+    .await;
+    let mut child = spawn_bridge(&config);
+    wait_status(&broker, b"online").await;
+
+    let op = publisher(&broker, "operator-lane-stop").await;
+    let total = 600u32;
+    // 100 devices, 6 requests each, about 1,000 a second: the stop lands mid-stream
+    let stream = tokio::spawn(async move {
+        for i in 0..total {
+            let topic = format!("longproto/v1/lorawan/{:016x}/command", 0xc000 + i % 100);
+            let body = format!(r#"{{"id":"stop-{i}","command":"locate"}}"#);
+            op.publish(topic, QoS::AtLeastOnce, false, body.into_bytes())
+                .await
+                .unwrap();
+            if i % 10 == 9 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
+    let mut queued: BTreeMap<String, u32> = BTreeMap::new();
+    for _ in 0..50 {
+        let (_, p, _) = watch
+            .next_where(Duration::from_secs(10), |_| true)
+            .await
+            .expect("a queued command");
+        count_queued(&mut queued, &p);
+    }
+    sigterm(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+    while let Some((_, p, _)) = watch.next_where(Duration::from_millis(500), |_| true).await {
+        count_queued(&mut queued, &p);
+    }
+    stream.await.unwrap();
+    let first_run = queued.len();
+    assert!(
+        first_run < total as usize,
+        "the first run took everything: the stop did not come mid-stream"
+    );
+
+    // the second run gets what the first did not acknowledge
+    let mut child = spawn_bridge(&config);
+    while let Some((_, p, _)) = watch.next_where(Duration::from_secs(5), |_| true).await {
+        count_queued(&mut queued, &p);
+    }
+    sigterm(&child);
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
+    let missing: Vec<u32> = (0..total)
+        .filter(|i| !queued.contains_key(&format!("stop-{i}")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "lost across a clean restart: {missing:?}"
+    );
+    let twice: Vec<_> = queued.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "stored twice: {twice:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
