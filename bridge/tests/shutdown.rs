@@ -41,6 +41,34 @@ fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::process:
     }
 }
 
+/// SIGTERM, then an exit with status 0 within 10 s.
+fn stop_cleanly(child: &mut std::process::Child) {
+    sigterm(child);
+    let status = wait_exit(child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+}
+
+/// Across a stop and a restart, every expected key was seen, and none twice.
+fn assert_each_once<K: Ord + std::fmt::Debug>(
+    seen: &BTreeMap<K, u32>,
+    expected: impl IntoIterator<Item = K>,
+    first_run: usize,
+) {
+    let missing: Vec<K> = expected
+        .into_iter()
+        .filter(|k| !seen.contains_key(k))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "lost across a clean restart: {missing:?}"
+    );
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "seen twice across a clean restart (first run: {first_run}): {twice:?}"
+    );
+}
+
 fn count(seen: &mut BTreeMap<u64, u32>, payload: &[u8]) {
     let t: Value = serde_json::from_slice(payload).unwrap();
     *seen
@@ -98,9 +126,7 @@ async fn sigterm_finishes_in_flight_publishes_offline_and_exits_0() {
             .expect("telemetry");
         count(&mut seen, &p);
     }
-    sigterm(&child);
-    let status = wait_exit(&mut child, Duration::from_secs(10));
-    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+    stop_cleanly(&mut child);
     wait_status(&broker, b"offline").await;
     while let Some((_, p, _)) = watch
         .next_where(Duration::from_millis(500), |t| t.ends_with("/telemetry"))
@@ -126,23 +152,9 @@ async fn sigterm_finishes_in_flight_publishes_offline_and_exits_0() {
         };
         count(&mut seen, &p);
     }
-    sigterm(&child);
-    assert_eq!(
-        wait_exit(&mut child, Duration::from_secs(10)).code(),
-        Some(0)
-    );
-    let missing: Vec<u32> = (0..total)
-        .filter(|i| !seen.contains_key(&(*i as u64)))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "lost across a clean restart: {missing:?}"
-    );
-    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        twice.is_empty(),
-        "published twice across a clean restart (first run: {first_run}): {twice:?}"
-    );
+    stop_cleanly(&mut child);
+    // published once each
+    assert_each_once(&seen, (0..total).map(u64::from), first_run);
 }
 
 /// Command requests over MQTT are stored by the command lane while the dispatcher goes
@@ -186,9 +198,7 @@ async fn sigterm_amid_mqtt_command_requests_stores_each_exactly_once() {
             .expect("a queued command");
         count_queued(&mut queued, &p);
     }
-    sigterm(&child);
-    let status = wait_exit(&mut child, Duration::from_secs(10));
-    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+    stop_cleanly(&mut child);
     while let Some((_, p, _)) = watch.next_where(Duration::from_millis(500), |_| true).await {
         count_queued(&mut queued, &p);
     }
@@ -204,20 +214,10 @@ async fn sigterm_amid_mqtt_command_requests_stores_each_exactly_once() {
     while let Some((_, p, _)) = watch.next_where(Duration::from_secs(5), |_| true).await {
         count_queued(&mut queued, &p);
     }
-    sigterm(&child);
-    assert_eq!(
-        wait_exit(&mut child, Duration::from_secs(10)).code(),
-        Some(0)
-    );
-    let missing: Vec<u32> = (0..total)
-        .filter(|i| !queued.contains_key(&format!("stop-{i}")))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "lost across a clean restart: {missing:?}"
-    );
-    let twice: Vec<_> = queued.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "stored twice: {twice:?}");
+    stop_cleanly(&mut child);
+    // stored once each
+    let ids = (0..total).map(|i| format!("stop-{i}"));
+    assert_each_once(&queued, ids, first_run);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
