@@ -384,8 +384,10 @@ async fn handle(
 /// last ones were stored is submitted together, in order, so that they share one commit
 /// (see [`Commands::create`]); each is then finished in order.
 async fn command_lane(routes: Arc<Routes>, mut rx: mpsc::UnboundedReceiver<CommandMessage>) {
+    // as many as the store commits in one transaction
+    const LANE_BATCH: usize = 64;
     while let Some(first) = rx.recv().await {
-        let batch = crate::commands::take_batch(first, &mut rx, 64);
+        let batch = crate::commands::take_batch(first, &mut rx, LANE_BATCH);
         let submitted: Vec<_> = batch
             .into_iter()
             .map(|m| (command_request(&routes, m.device, &m.payload), m.handled))

@@ -408,13 +408,13 @@ async fn group_commits(
                 tracing::debug!(error = %e, creations = group.len(), "group commit failed; committing one by one");
                 let mut outcomes = Vec::with_capacity(group.len());
                 for one in news.chunks(1) {
-                    outcomes.push(match create_group(&mut conn, one).await {
-                        Ok(mut o) => {
+                    match create_group(&mut conn, one).await {
+                        Ok(outcome) => {
                             commits.inc();
-                            o.pop().unwrap_or(Err(StoreError::Stopped))
+                            outcomes.extend(outcome);
                         }
-                        Err(e) => Err(e),
-                    });
+                        Err(e) => outcomes.push(Err(e)),
+                    }
                 }
                 outcomes
             }
