@@ -87,6 +87,26 @@ summary=$(grep -E 'tests run: ' "$log" | tail -n 1)
 passed=$(sed -nE 's/.* ([0-9]+) passed.*/\1/p' <<<"$summary")
 failed=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$summary")
 
+step "README: the run command exactly as written (only --duration-s added) reaches executed on every network"
+# the first `cargo run` line of the README's shell blocks, so that an edit that breaks
+# a newcomer's first command fails here
+run_line=$(grep -m1 -E '^cargo run ' README.md | sed -E 's/[[:space:]]+#.*$//')
+if [ -z "$run_line" ]; then
+    echo "README.md has no line starting with 'cargo run '"; exit 1
+fi
+echo "\$ $run_line --duration-s 26"
+demo_out=$(mktemp)
+trap 'rm -rf "$log" "$unit_dir" "$demo_out"' EXIT
+if ! bash -c "$run_line --duration-s 26" >"$demo_out"; then
+    cat "$demo_out"; echo "the README's run command failed"; exit 1
+fi
+for device in lorawan/70b3d57ed0000a01 lorawan/70b3d57ed0000c01 sigfox/0051f0a1; do
+    if ! grep -qE "command +$device:.* executed after " "$demo_out"; then
+        cat "$demo_out"; echo "the README's run command took no command to executed on $device"; exit 1
+    fi
+done
+echo "executed on LoRaWAN class A, class C and Sigfox"
+
 step "test vectors agree with the reference encoders (tools/wire_vectors.py, tools/lorawan_vectors.py)"
 python3 tools/wire_vectors.py --check
 # the LoRaWAN reference needs AES and AES-CMAC from the `cryptography` package
