@@ -4,7 +4,7 @@
 use crate::commands::model::CommandState;
 use crate::commands::store::CommandStore;
 use crate::commands::{Commands, RequestError};
-use crate::device::DeviceId;
+use crate::device::{DeviceId, excerpt};
 use crate::http::{AppState, constant_time_eq, error};
 use axum::Router;
 use axum::body::Bytes;
@@ -125,15 +125,9 @@ async fn create(
             "send application/json",
         );
     }
-    let value: Value = match serde_json::from_slice(&body) {
+    let value = match crate::command_json::read_body(&body) {
         Ok(v) => v,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_json",
-                format!("not JSON: {e}"),
-            );
-        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_json", e),
     };
     created(&s.commands, &s, &device, &value).await
 }
@@ -209,7 +203,19 @@ async fn read_after_windows(s: &AppState) {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), s.commands.settled()).await;
 }
 
-async fn get_one(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+/// A command id from the path; one that is not text (invalid UTF-8) gets the contract's
+/// JSON error.
+#[allow(clippy::result_large_err)] // the error is the response itself, built once
+fn command_id(path: Result<Path<String>, PathRejection>) -> Result<String, Response> {
+    path.map(|Path(id)| id)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, "bad_path", e.body_text()))
+}
+
+async fn get_one(State(s): State<AppState>, path: Result<Path<String>, PathRejection>) -> Response {
+    let id = match command_id(path) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
     read_after_windows(&s).await;
     match s.commands.store().get(&id).await {
         Ok(Some((cmd, history))) => {
@@ -229,25 +235,30 @@ async fn get_one(State(s): State<AppState>, Path(id): Path<String>) -> Response 
         Ok(None) => error(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no command \"{id}\""),
+            format!("no command \"{}\"", excerpt(&id)),
         ),
         Err(e) => store_unavailable(e),
     }
 }
 
-async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+async fn cancel(State(s): State<AppState>, path: Result<Path<String>, PathRejection>) -> Response {
+    let id = match command_id(path) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
     match s.commands.cancel(&id).await {
         Ok(Some(cmd)) => axum::Json(cmd.to_json()).into_response(),
         Ok(None) => error(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no command \"{id}\""),
+            format!("no command \"{}\"", excerpt(&id)),
         ),
         Err(Ok(state)) => error(
             StatusCode::CONFLICT,
             "not_cancellable",
             format!(
-                "command \"{id}\" is {state}: only a queued command can be cancelled (a scheduled one is already with the network)"
+                "command \"{}\" is {state}: only a queued command can be cancelled (a scheduled one is already with the network)",
+                excerpt(&id)
             ),
         ),
         Err(Err(e)) => store_unavailable(e),

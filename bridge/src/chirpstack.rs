@@ -89,6 +89,27 @@ impl TopicTemplate {
     }
 }
 
+/// Whether `s` can stand as one level of a topic the bridge publishes: not empty, and
+/// no `/`, `+`, `#` or NUL (a level from input could otherwise name another topic or a
+/// wildcard the broker refuses).
+pub fn valid_topic_level(s: &str) -> bool {
+    !s.is_empty() && !s.bytes().any(|b| matches!(b, b'/' | b'+' | b'#' | 0))
+}
+
+/// The event types the bridge reads; anything else is counted as `other`, so a topic
+/// cannot create metric series.
+const KNOWN_EVENTS: [&str; 9] = [
+    "up",
+    "join",
+    "status",
+    "ack",
+    "txack",
+    "log",
+    "location",
+    "integration",
+    "other",
+];
+
 /// A ChirpStack integration event.
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -232,14 +253,40 @@ fn device_facts(info: &ev::DeviceInfo) -> Map<String, Value> {
     m
 }
 
-/// The ChirpStack application of an uplink: from its device info, else from the topic.
-fn application_of(up: &ev::UplinkEvent, vars: &HashMap<&str, &str>) -> String {
-    up.device_info
-        .as_ref()
-        .map(|i| i.application_id.clone())
-        .filter(|a| !a.is_empty())
-        .or_else(|| vars.get("application_id").map(|a| a.to_string()))
-        .unwrap_or_default()
+/// The ChirpStack application of an event: from the topic it arrived on (ChirpStack
+/// wrote it there, and the broker's ACL vouches for it), else, when the event topic has
+/// no `{{application_id}}`, from its device info. Either way it must be a valid topic
+/// level, since `command/down` topics are built from it.
+fn application_of<'a>(
+    info: Option<&'a ev::DeviceInfo>,
+    vars: &HashMap<&str, &'a str>,
+) -> Option<&'a str> {
+    match vars.get("application_id") {
+        Some(a) => Some(*a),
+        None => info.map(|i| i.application_id.as_str()),
+    }
+    .filter(|a| valid_topic_level(a))
+}
+
+/// Why an event that parsed is still not acted upon: something ChirpStack always sends
+/// is missing, or the body contradicts its topic.
+fn incomplete(event: &Event, topic_eui: Option<&str>) -> Option<&'static str> {
+    let Some(info) = event.device_info() else {
+        return Some("no_device_info");
+    };
+    if info.dev_eui.is_empty() {
+        return Some("no_dev_eui");
+    }
+    if topic_eui.is_some_and(|t| !t.eq_ignore_ascii_case(&info.dev_eui)) {
+        return Some("dev_eui_mismatch");
+    }
+    match event {
+        Event::Up(up) if up.deduplication_id.is_empty() => Some("no_deduplication_id"),
+        Event::Up(up) if up.f_port > 255 => Some("f_port_out_of_range"),
+        Event::Ack(a) if a.queue_item_id.is_empty() => Some("no_queue_item_id"),
+        Event::TxAck(t) if t.queue_item_id.is_empty() => Some("no_queue_item_id"),
+        _ => None,
+    }
 }
 
 /// An uplink's `meta`, serialised straight from the event (the contract's field order).
@@ -346,8 +393,15 @@ pub struct Downlinker {
 }
 
 impl Downlinker {
-    /// Publishes the plan for a device of ChirpStack application `application_id`.
-    pub async fn send(&self, application_id: &str, plan: &DownlinkPlan) {
+    /// Publishes the plan for a device of ChirpStack application `application_id`; an
+    /// error names why it could not be handed over.
+    pub async fn send(&self, application_id: &str, plan: &DownlinkPlan) -> Result<(), String> {
+        if !valid_topic_level(application_id) {
+            return Err(format!(
+                "the application id {:?} cannot be a topic level",
+                crate::device::excerpt(application_id)
+            ));
+        }
         let cmd = ev::DownlinkCommand {
             id: plan.id.clone(),
             dev_eui: plan.device.id.clone(),
@@ -376,7 +430,19 @@ impl Downlinker {
             commands = plan.commands.len(),
             "command/down"
         );
-        self.publisher.publish(&topic, payload, false).await;
+        self.publisher
+            .try_publish(&topic, payload, false)
+            .await
+            .map_err(|e| format!("publishing command/down failed: {e}"))
+    }
+
+    /// Sends the plan; when it cannot be handed over, its commands go back to the queue
+    /// (or end `failed`) with the reason, never left `scheduled`.
+    async fn hand_over(&self, commands: &Commands, application_id: &str, plan: &DownlinkPlan) {
+        if let Err(reason) = self.send(application_id, plan).await {
+            tracing::warn!(device = %plan.device, downlink = plan.id, reason, "downlink not handed to ChirpStack");
+            commands.handover_failed(plan, &reason).await;
+        }
     }
 }
 
@@ -476,20 +542,21 @@ impl ChirpstackAdapter {
         if !self.commands.has_queued(&device) {
             return false;
         }
-        let Ok(Event::Up(up)) = parse_event("up", payload, self.marshaler) else {
+        let Ok(event) = parse_event("up", payload, self.marshaler) else {
             return false; // the dispatcher reports it
         };
-        if up
-            .device_info
-            .as_ref()
-            .is_some_and(|i| !i.dev_eui.is_empty() && !i.dev_eui.eq_ignore_ascii_case(&device.id))
-        {
-            return false; // topic and body disagree: the dispatcher's rules decide
+        if incomplete(&event, Some(&device.id)).is_some() {
+            return false; // the dispatcher reports it
         }
+        let Event::Up(up) = event else { return false };
         let Some(window) = self.class_a_window(&up.region_config_id, up.dr) else {
             return false;
         };
-        let application_id = application_of(&up, &vars);
+        let Some(application_id) =
+            application_of(up.device_info.as_ref(), &vars).map(str::to_owned)
+        else {
+            return false;
+        };
         if !lock(&self.early_windows).first_time(&up.deduplication_id) {
             return false; // a copy of an uplink whose window is already filled
         }
@@ -500,7 +567,9 @@ impl ChirpstackAdapter {
         );
         self.windows.spawn(async move {
             if let Some(plan) = commands.fill_window(&device, window).await {
-                downlinker.send(&application_id, &plan).await;
+                downlinker
+                    .hand_over(&commands, &application_id, &plan)
+                    .await;
                 metrics
                     .downlink_latency
                     .observe(received.elapsed().as_secs_f64());
@@ -541,7 +610,9 @@ impl ChirpstackAdapter {
         };
         let window = ReceiveWindow::of_bytes(n as usize);
         if let Some(plan) = self.commands.fill_window(device, window).await {
-            self.downlinker.send(&application_id, &plan).await;
+            self.downlinker
+                .hand_over(&self.commands, &application_id, &plan)
+                .await;
         }
     }
 
@@ -563,12 +634,9 @@ impl ChirpstackAdapter {
     /// Stores the application and class of a device when they change. The write runs
     /// beside the event, not before it, batched with others (see `write_facts`): the
     /// facts are cached here already.
-    async fn remember(&self, device: &DeviceId, info: &ev::DeviceInfo) {
-        if info.application_id.is_empty() {
-            return;
-        }
+    async fn remember(&self, device: &DeviceId, application_id: &str, info: &ev::DeviceInfo) {
         let class = class_name(info.device_class_enabled).to_owned();
-        let facts = (info.application_id.clone(), class);
+        let facts = (application_id.to_owned(), class);
         {
             let mut known = lock(&self.facts);
             if known.get(device) == Some(&facts) {
@@ -603,11 +671,13 @@ impl ChirpstackAdapter {
             return None;
         };
         let kind = vars.get("event").copied().unwrap_or("");
+        let label = KNOWN_EVENTS
+            .into_iter()
+            .find(|k| *k == kind)
+            .unwrap_or("other");
         self.metrics
             .chirpstack_events
-            .get_or_create(&EventLabels {
-                event: kind.to_owned(),
-            })
+            .get_or_create(&EventLabels { event: label })
             .inc();
         let event = match parse_event(kind, payload, self.marshaler) {
             Ok(e) => e,
@@ -621,13 +691,17 @@ impl ChirpstackAdapter {
                 return None;
             }
         };
-        let dev_eui = event
-            .device_info()
-            .map(|i| i.dev_eui.as_str())
-            .filter(|s| !s.is_empty())
-            .or_else(|| vars.get("dev_eui").copied())
-            .unwrap_or("");
-        let device = match DeviceId::new(Network::Lorawan, dev_eui) {
+        if let Some(reason) = incomplete(&event, vars.get("dev_eui").copied()) {
+            self.metrics.malformed("chirpstack", reason);
+            tracing::warn!(
+                topic,
+                reason,
+                "ChirpStack event lacks what ChirpStack always sends, or contradicts its topic; not acted upon"
+            );
+            return None;
+        }
+        let info = event.device_info()?;
+        let device = match DeviceId::new(Network::Lorawan, &info.dev_eui) {
             Ok(d) => d,
             Err(e) => {
                 self.metrics.malformed("chirpstack", "dev_eui");
@@ -635,13 +709,15 @@ impl ChirpstackAdapter {
                 return None;
             }
         };
-        if let Some(info) = event.device_info() {
-            self.remember(&device, info).await;
-        }
+        let Some(application_id) = application_of(Some(info), &vars).map(str::to_owned) else {
+            self.metrics.malformed("chirpstack", "application_id");
+            tracing::warn!(topic, "ChirpStack event without a usable application id");
+            return None;
+        };
+        self.remember(&device, &application_id, info).await;
         match &event {
             Event::Up(up) => {
                 let window = self.class_a_window(&up.region_config_id, up.dr);
-                let application_id = application_of(up, &vars);
                 let uplink = uplink_from_event(up, device.clone(), received);
                 let ingested = self.pipeline.ingest(uplink).await;
                 // The window and the acknowledgement records need the store: they run
@@ -665,7 +741,9 @@ impl ChirpstackAdapter {
                     self.windows.spawn(async move {
                         let plan = commands.after_uplink(&device, &acks, window).await;
                         if let Some(plan) = plan {
-                            downlinker.send(&application_id, &plan).await;
+                            downlinker
+                                .hand_over(&commands, &application_id, &plan)
+                                .await;
                             metrics
                                 .downlink_latency
                                 .observe(received.elapsed().as_secs_f64());
@@ -704,11 +782,11 @@ impl ChirpstackAdapter {
                     self.pipeline.update_network_facts(&device, facts).await;
                 }
             }
-            Event::TxAck(t) => self.commands.network_sent(&t.queue_item_id).await,
+            Event::TxAck(t) => self.commands.network_sent(&device, &t.queue_item_id).await,
             Event::Ack(a) => {
                 for retry in self
                     .commands
-                    .network_ack(&a.queue_item_id, a.acknowledged)
+                    .network_ack(&device, &a.queue_item_id, a.acknowledged)
                     .await
                 {
                     self.command_created(&retry).await;
@@ -723,14 +801,14 @@ impl ChirpstackAdapter {
                 match code {
                     ev::LogCode::Expired => {
                         self.commands
-                            .network_dropped(item, CommandState::Expired, &reason)
+                            .network_dropped(&device, item, CommandState::Expired, &reason)
                             .await
                     }
                     ev::LogCode::DownlinkPayloadSize
                     | ev::LogCode::FCntDown
                     | ev::LogCode::DownlinkGateway => {
                         self.commands
-                            .network_dropped(item, CommandState::Failed, &reason)
+                            .network_dropped(&device, item, CommandState::Failed, &reason)
                             .await
                     }
                     _ => tracing::info!(

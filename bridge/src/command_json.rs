@@ -40,6 +40,81 @@ pub fn parse_command(body: &Map<String, Value>) -> Result<Command, String> {
     Ok(command)
 }
 
+/// Reads a request body as JSON, refusing an object that names a key twice: with the
+/// last one winning, `{"command":"unlock","command":"lock"}` would create a lock that the
+/// sender's own tools may show as an unlock.
+pub fn read_body(bytes: &[u8]) -> Result<Value, String> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = <Unique as serde::Deserialize>::deserialize(&mut de)
+        .map_err(|e| format!("not JSON: {e}"))?;
+    de.end().map_err(|e| format!("not JSON: {e}"))?;
+    Ok(value.0)
+}
+
+/// A JSON value whose objects have no key twice.
+struct Unique(Value);
+
+impl<'de> serde::Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueVisitor).map(Unique)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Unique(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key \"{}\" appears twice",
+                    crate::device::excerpt(&key)
+                )));
+            }
+            let Unique(v) = map.next_value()?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
 /// Reads a command frame: the request form plus `counter`.
 pub fn parse_frame(value: &Value) -> Result<CommandFrame, String> {
     let Value::Object(body) = value else {
@@ -66,6 +141,25 @@ mod tests {
 
     fn frame(v: Value) -> Result<CommandFrame, String> {
         parse_frame(&v)
+    }
+
+    #[test]
+    fn a_key_named_twice_is_refused_anywhere_in_the_body() {
+        let e = read_body(br#"{"command":"unlock","command":"lock"}"#).unwrap_err();
+        assert!(e.contains("\"command\" appears twice"), "{e}");
+        let e = read_body(br#"{"command":"unlock","args":{"auto_relock_s":1,"auto_relock_s":2}}"#)
+            .unwrap_err();
+        assert!(e.contains("auto_relock_s"), "{e}");
+        let v =
+            read_body(br#"{"command":"unlock","args":{"auto_relock_s":30},"ttl_s":1.5}"#).unwrap();
+        assert_eq!(
+            v,
+            serde_json::from_str::<Value>(
+                r#"{"command":"unlock","args":{"auto_relock_s":30},"ttl_s":1.5}"#
+            )
+            .unwrap()
+        );
+        assert!(read_body(b"{} x").is_err());
     }
 
     #[test]

@@ -64,7 +64,8 @@ pub enum DeviceIdError {
 }
 
 impl DeviceId {
-    /// A device id, normalised to lowercase; input in any case is accepted.
+    /// A device id, normalised to lowercase (and a Sigfox id to 8 digits with leading
+    /// zeros); input in any case is accepted.
     pub fn new(network: Network, id: &str) -> Result<Self, DeviceIdError> {
         let (ok, expected) = match network {
             Network::Lorawan => (id.len() == 16, "16 hex digits (the DevEUI)"),
@@ -74,14 +75,17 @@ impl DeviceId {
         if !ok || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(DeviceIdError::BadId {
                 network,
-                id: id.to_owned(),
+                id: excerpt(id).into_owned(),
                 expected,
             });
         }
-        Ok(DeviceId {
-            network,
-            id: id.to_ascii_lowercase(),
-        })
+        let id = match network {
+            // a Sigfox id is a 32-bit number in hex, written with or without leading
+            // zeros ({device} in a callback has none): one device, one form
+            Network::Sigfox => format!("{:0>8}", id.to_ascii_lowercase()),
+            _ => id.to_ascii_lowercase(),
+        };
+        Ok(DeviceId { network, id })
     }
 
     /// Parses the `{network}/{id}` form (as [`fmt::Display`] writes it and the store keeps it).
@@ -93,8 +97,18 @@ impl DeviceId {
     /// Parses a network name and an id, as in a URL or a topic.
     pub fn parse(network: &str, id: &str) -> Result<Self, DeviceIdError> {
         let network = Network::from_name(network)
-            .ok_or_else(|| DeviceIdError::UnknownNetwork(network.to_owned()))?;
+            .ok_or_else(|| DeviceIdError::UnknownNetwork(excerpt(network).into_owned()))?;
         DeviceId::new(network, id)
+    }
+}
+
+/// Text from input as an error message quotes it: whole when short, else its first 64
+/// characters and its length, so a 10 KB id is not echoed back whole.
+pub fn excerpt(s: &str) -> std::borrow::Cow<'_, str> {
+    const KEEP: usize = 64;
+    match s.char_indices().nth(KEEP) {
+        None => s.into(),
+        Some((end, _)) => format!("{}… ({} bytes)", &s[..end], s.len()).into(),
     }
 }
 
@@ -112,11 +126,15 @@ mod tests {
     fn normalises_case_and_checks_length() {
         let d = DeviceId::parse("lorawan", "70B3D57ED0051A2B").unwrap();
         assert_eq!(d.to_string(), "lorawan/70b3d57ed0051a2b");
-        assert_eq!(DeviceId::parse("sigfox", "1A2B3C").unwrap().id, "1a2b3c");
+        assert_eq!(DeviceId::parse("sigfox", "1A2B3C").unwrap().id, "001a2b3c");
+        assert_eq!(
+            DeviceId::parse("sigfox", "001a2b3c").unwrap(),
+            DeviceId::parse("sigfox", "1a2b3c").unwrap()
+        );
         assert!(DeviceId::parse("lorawan", "70b3").is_err());
         assert_eq!(
             DeviceId::parse_path("sigfox/1A2B").unwrap().to_string(),
-            "sigfox/1a2b"
+            "sigfox/00001a2b"
         );
         assert!(DeviceId::parse_path("sigfox").is_err());
         assert!(DeviceId::parse("sigfox", "123456789").is_err());

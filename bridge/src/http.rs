@@ -5,14 +5,25 @@ use crate::commands::store::CommandStore;
 use crate::metrics::Metrics;
 use crate::mqtt::ConnectionState;
 use crate::pipeline::Pipeline;
+use crate::pipeline::lock;
 use axum::Router;
+use axum::extract::Request;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures_util::FutureExt;
 use gateway_config::Settings;
 use serde_json::json;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
 /// What the HTTP handlers share.
 #[derive(Clone)]
@@ -78,7 +89,9 @@ pub fn router(state: AppState) -> Router {
         r = r.route("/metrics", get(metrics));
     }
     r.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(header_limits))
         .with_state(state)
 }
 
@@ -120,6 +133,198 @@ async fn metrics(State(s): State<AppState>) -> Response {
         s.metrics.render(),
     )
         .into_response()
+}
+
+/// Limits of the HTTP connections, from `[http]`.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// A client must send a request's headers within this, from connecting or from its
+    /// previous response.
+    pub header_timeout: Duration,
+    /// An idle keep-alive connection is closed after this.
+    pub idle_timeout: Duration,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl ConnectionLimits {
+    /// From `[http]`.
+    pub fn new(h: &gateway_config::HttpSettings) -> Self {
+        ConnectionLimits {
+            header_timeout: Duration::from_secs(h.header_timeout_s as u64),
+            idle_timeout: Duration::from_secs(h.idle_timeout_s as u64),
+            max_connections: h.max_connections as usize,
+        }
+    }
+}
+
+/// Most header lines and header bytes a request may have; more gets a JSON `431`.
+/// hyper itself answers a bare `431` only past four times these.
+const MAX_HEADERS: usize = 100;
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Serves `app` on `listener` until `stop` resolves, then lets the requests in flight
+/// finish. Each connection is HTTP/1.1 with the header and idle timeouts of `limits`; at
+/// most `limits.max_connections` are open at once, so the process never runs out of
+/// file descriptors for its store and broker connection (see docs/architecture.md). A
+/// handler that panics answers `500` with a JSON error, and the process lives on.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    metrics: Arc<Metrics>,
+    stop: impl Future<Output = ()> + Send,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let connections = TaskTracker::new();
+    let closing = CancellationToken::new();
+    let limit_logged = Mutex::new(None);
+    tokio::pin!(stop);
+    loop {
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                metrics.http_connection_limit.inc();
+                if Metrics::throttle(&limit_logged, Duration::from_secs(10)) {
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "http.max_connections reached: new connections wait (logged at most every 10 s)"
+                    );
+                }
+                tokio::select! {
+                    p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                    _ = &mut stop => break,
+                }
+            }
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // e.g. EMFILE: wait a little instead of spinning
+                    tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        connections.spawn(connection(
+            stream,
+            app.clone(),
+            limits,
+            metrics.clone(),
+            closing.clone(),
+            permit,
+        ));
+    }
+    closing.cancel();
+    connections.close();
+    connections.wait().await;
+}
+
+/// One connection: requests one after another until the client closes it, it idles past
+/// `idle_timeout`, or the server stops.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    limits: ConnectionLimits,
+    metrics: Arc<Metrics>,
+    closing: CancellationToken,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    // requests in flight on this connection, and when the last one ended
+    let busy = Arc::new(AtomicUsize::new(0));
+    let last = Arc::new(Mutex::new(Instant::now()));
+    let service = {
+        let (busy, last) = (busy.clone(), last.clone());
+        hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let (busy, last, metrics) = (busy.clone(), last.clone(), metrics.clone());
+            busy.fetch_add(1, AtomicOrdering::Relaxed);
+            let answer = app.clone().oneshot(req.map(axum::body::Body::new));
+            async move {
+                let result = std::panic::AssertUnwindSafe(answer).catch_unwind().await;
+                *lock(&last) = Instant::now();
+                busy.fetch_sub(1, AtomicOrdering::Relaxed);
+                Ok::<_, std::convert::Infallible>(match result {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(never)) => match never {},
+                    Err(panic) => {
+                        metrics.http_panics.inc();
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        tracing::error!(panic = what, "an HTTP handler panicked; answered 500");
+                        error(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "internal",
+                            "the request could not be handled; it was logged",
+                        )
+                    }
+                })
+            }
+        })
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_headers(MAX_HEADERS * 4)
+        .max_buf_size(MAX_HEADER_BYTES * 4 + 8192);
+    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let mut shutting = false;
+    loop {
+        let idle_for = {
+            let since = lock(&last).elapsed();
+            limits.idle_timeout.saturating_sub(since)
+        };
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = closing.cancelled(), if !shutting => {
+                shutting = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tokio::time::sleep(idle_for), if !shutting => {
+                if busy.load(AtomicOrdering::Relaxed) == 0 && lock(&last).elapsed() >= limits.idle_timeout {
+                    shutting = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// Refuses requests with more header lines or bytes than the contract allows, with the
+/// contract's JSON error (hyper's own refusal, far beyond these, has no body).
+pub async fn header_limits(req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        return error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!(
+                "{} header lines, {bytes} bytes; at most {MAX_HEADERS} lines and {MAX_HEADER_BYTES} bytes",
+                headers.len()
+            ),
+        );
+    }
+    next.run(req).await
+}
+
+async fn method_not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
 }
 
 /// Compares two secrets in time that does not depend on where they differ.

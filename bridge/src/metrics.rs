@@ -5,6 +5,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Labels of uplink counters.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -45,8 +47,9 @@ pub struct MalformedLabels {
 /// Labels of ChirpStack events.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabels {
-    /// up, join, status, ack, txack, log, location, ...
-    pub event: String,
+    /// up, join, status, ack, txack, log, location, integration, or other (a closed
+    /// set: a topic cannot create series)
+    pub event: &'static str,
 }
 
 /// Labels of command state changes.
@@ -75,6 +78,10 @@ pub struct Metrics {
     pub malformed: Family<MalformedLabels, Counter>,
     /// 1 while connected to the broker.
     pub mqtt_connected: Gauge,
+    /// Times an HTTP connection had to wait because `http.max_connections` were open.
+    pub http_connection_limit: Counter,
+    /// HTTP handlers that panicked (answered 500; the process lives on).
+    pub http_panics: Counter,
     /// Connections to the broker after the first.
     pub mqtt_reconnects: Counter,
     /// From receiving an uplink to handing its telemetry to the MQTT client.
@@ -115,6 +122,8 @@ impl Metrics {
             chirpstack_events: Family::default(),
             malformed: Family::default(),
             mqtt_connected: Gauge::default(),
+            http_connection_limit: Counter::default(),
+            http_panics: Counter::default(),
             mqtt_reconnects: Counter::default(),
             // 100 µs .. ~0.6 s in steps of 25 %, fine enough to read a p99 against 5 ms
             ingest_latency: Histogram::new(exponential_buckets(0.000_1, 1.25, 40)),
@@ -155,6 +164,16 @@ impl Metrics {
             "malformed_messages",
             "Messages that could not be read",
             m.malformed.clone(),
+        );
+        registry.register(
+            "http_connection_limit_reached",
+            "HTTP connections that waited because http.max_connections were open",
+            m.http_connection_limit.clone(),
+        );
+        registry.register(
+            "http_handler_panics",
+            "HTTP handlers that panicked (answered 500)",
+            m.http_panics.clone(),
         );
         registry.register(
             "mqtt_connected",
@@ -200,6 +219,18 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// At most one log line per `every` through `gate`: true when this one may be
+    /// logged (input that anyone can send must not flood the journal).
+    pub fn throttle(gate: &Mutex<Option<Instant>>, every: Duration) -> bool {
+        let now = Instant::now();
+        let mut last = gate.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|l| now.duration_since(l) < every) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     /// Counts a message that could not be read.

@@ -50,15 +50,32 @@ impl Publisher {
 
     /// Publishes raw bytes with QoS 1.
     pub async fn publish(&self, topic: &str, payload: Vec<u8>, retain: bool) {
-        if let Err(e) = self
-            .client
-            .publish(topic, QoS::AtLeastOnce, retain, payload)
-            .await
-        {
-            tracing::error!(topic, error = %e, "publish failed: the MQTT connection task has stopped");
+        if let Err(e) = self.try_publish(topic, payload, retain).await {
+            tracing::error!(topic, error = %e, "publish failed");
         }
     }
+
+    /// Publishes raw bytes with QoS 1, saying why when the client refuses it: a topic
+    /// it cannot publish to, or a connection task that has stopped (shutdown).
+    pub async fn try_publish(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        retain: bool,
+    ) -> Result<(), String> {
+        if topic.is_empty() || topic.contains(['+', '#', '\0']) {
+            return Err(format!("{topic:?} is not a topic one can publish to"));
+        }
+        self.client
+            .publish(topic, QoS::AtLeastOnce, retain, payload)
+            .await
+            .map_err(|e| format!("the MQTT connection task has stopped: {e}"))
+    }
 }
+
+/// The largest packet MQTT 3.1.1 can encode: 268,435,455 bytes of remaining length
+/// after a fixed header of at most 5 bytes.
+pub const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
 
 /// Builds the client options from `[mqtt]`.
 pub fn options(s: &MqttSettings) -> anyhow::Result<MqttOptions> {
@@ -76,7 +93,11 @@ pub fn options(s: &MqttSettings) -> anyhow::Result<MqttOptions> {
     o.set_clean_session(s.clean_session);
     o.set_manual_acks(true);
     o.set_inflight(s.max_inflight.max(1));
-    o.set_max_packet_size(256 * 1024, 256 * 1024);
+    // Incoming: the largest packet MQTT can carry, so that no message can break the
+    // connection (rumqttc drops the connection on a packet over its limit, and the
+    // broker redelivers it to the persistent session for ever); the dispatcher drops a
+    // payload over `max_message_bytes` itself (see docs/architecture.md).
+    o.set_max_packet_size(MQTT_MAX_PACKET, 256 * 1024);
     o.set_last_will(LastWill::new(
         status_topic(&s.topic_root),
         "offline",

@@ -43,6 +43,10 @@ struct Routes {
     commands: Arc<Commands>,
     metrics: Arc<Metrics>,
     root: String,
+    /// `mqtt.max_message_bytes`
+    max_message_bytes: usize,
+    /// When an oversized message was last logged.
+    oversized_logged: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Bridge {
@@ -100,6 +104,8 @@ impl Bridge {
             commands: commands.clone(),
             metrics: metrics.clone(),
             root: root.clone(),
+            max_message_bytes: settings.mqtt.max_message_bytes as usize,
+            oversized_logged: std::sync::Mutex::new(None),
         });
 
         let (tx, rx) = mpsc::unbounded_channel();
@@ -114,8 +120,9 @@ impl Bridge {
             tx,
             {
                 let cs = chirpstack.clone();
+                let max = settings.mqtt.max_message_bytes as usize;
                 Arc::new(move |p: &rumqttc::Publish, received| {
-                    cs.early(&p.topic, &p.payload, received)
+                    p.payload.len() <= max && cs.early(&p.topic, &p.payload, received)
                 })
             },
             stop_rx.clone(),
@@ -131,12 +138,16 @@ impl Bridge {
                 async move { p.flush_states(false).await }
             }
         });
+        let handover_timeout_ms = settings.chirpstack.handover_timeout_s as i64 * 1000;
         let expiry = spawn_every(Duration::from_secs(1), stop_rx.clone(), {
-            let c = commands.clone();
+            let (c, cs) = (commands.clone(), chirpstack.clone());
             move || {
-                let c = c.clone();
+                let (c, cs) = (c.clone(), cs.clone());
                 async move {
                     c.expire_due().await;
+                    for device in c.unconfirmed_handovers(handover_timeout_ms).await {
+                        cs.command_created(&device).await; // class B/C: at once
+                    }
                     c.store().maintain().await;
                 }
             }
@@ -151,14 +162,16 @@ impl Bridge {
             chirpstack.clone(),
         ));
         let mut http_stop = stop_rx.clone();
-        let server = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let limits = http::ConnectionLimits::new(&settings.http);
+        let server = tokio::spawn(http::serve(
+            listener,
+            app,
+            limits,
+            metrics.clone(),
+            async move {
                 let _ = http_stop.wait_for(|s| *s).await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+            },
+        ));
         tracing::info!(http = %http_addr, mqtt = settings.mqtt.server, storage = settings.storage.url, "longproto-bridge started");
 
         let mut stopping = stop_rx;
@@ -355,6 +368,19 @@ async fn handle(
     lane: &mpsc::UnboundedSender<CommandMessage>,
 ) -> Ack {
     let publish = incoming.publish;
+    if publish.payload.len() > routes.max_message_bytes {
+        // acknowledged and dropped: the broker would otherwise redeliver it for ever
+        routes.metrics.malformed("mqtt", "too_large");
+        if Metrics::throttle(&routes.oversized_logged, Duration::from_secs(10)) {
+            tracing::warn!(
+                topic = crate::device::excerpt(&publish.topic).as_ref(),
+                bytes = publish.payload.len(),
+                limit = routes.max_message_bytes,
+                "message over mqtt.max_message_bytes dropped (logged at most every 10 s)"
+            );
+        }
+        return Ack::Now(publish);
+    }
     if routes.chirpstack.matches(&publish.topic) {
         routes
             .chirpstack
@@ -429,11 +455,10 @@ fn command_request<'r>(
             return Box::pin(async {});
         }
     };
-    let body: serde_json::Value = match serde_json::from_slice(payload) {
+    let body = match crate::command_json::read_body(payload) {
         Ok(v) => v,
-        Err(e) => {
+        Err(reason) => {
             routes.metrics.malformed("command", "json");
-            let reason = format!("not JSON: {e}");
             return Box::pin(async move {
                 routes
                     .commands

@@ -48,6 +48,9 @@ impl SigfoxState {
 
 const DAY_MS: i64 = 86_400_000;
 
+/// 9999-12-31T23:59:59Z, the last second RFC 3339 can write.
+const MAX_TIME_S: i64 = 253_402_300_799;
+
 /// Why a callback was refused: the HTTP status and a message naming the field.
 type Refusal = Box<Response>;
 
@@ -353,6 +356,15 @@ async fn uplink_inner(
         ));
     }
     let time: Option<i64> = number(&m.time, "time")?;
+    // seconds since the epoch, as Sigfox writes {time}; one that RFC 3339 cannot write
+    // (before 1970 or after 9999) is refused, not multiplied past i64
+    if let Some(t) = time.filter(|t| !(0..=MAX_TIME_S).contains(t)) {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_field",
+            format!("time: {t} is out of range 0..={MAX_TIME_S} (seconds since 1970)"),
+        ));
+    }
     let ack = boolean(&m.ack, "ack")?;
     let long_polling = boolean(&m.long_polling, "longPolling")?;
     let rssi: Option<f64> = number(&m.rssi, "rssi")?;
@@ -528,12 +540,14 @@ async fn ack_inner(
     let (name, retry) = info_code(code);
     let reason = format!("sigfox: {name}: {message}");
     if code == 0 && acked {
-        s.commands.network_ack(&downlink, true).await;
+        s.commands.network_ack(&device, &downlink, true).await;
     } else if retry {
-        s.commands.network_not_delivered(&downlink, &reason).await;
+        s.commands
+            .network_not_delivered(&device, &downlink, &reason)
+            .await;
     } else {
         s.commands
-            .network_dropped(&downlink, CommandState::Failed, &reason)
+            .network_dropped(&device, &downlink, CommandState::Failed, &reason)
             .await;
     }
     Ok(StatusCode::NO_CONTENT.into_response())

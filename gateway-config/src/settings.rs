@@ -98,6 +98,11 @@ section! {
         /// most this often (milliseconds) during a burst of its uplinks; the last state
         /// is always published. 0 publishes it after every uplink.
         state_min_interval_ms: u32 = 1000,
+        /// Largest message payload the bridge reads, in bytes (1024..=16777216). A
+        /// larger one is acknowledged, counted in longproto_malformed_messages_total
+        /// {source="mqtt",reason="too_large"} and dropped, and the connection stays up.
+        /// Set the broker's own limit to match (mosquitto: max_packet_size).
+        max_message_bytes: u32 = 256 * 1024,
     }
 }
 
@@ -134,6 +139,11 @@ section! {
         region: Region = Region::Eu868,
         /// Size downlinks for a LoRaWAN repeater (the smaller repeater-compatible N).
         repeater_compatible: bool = false,
+        /// Seconds ChirpStack has to confirm a command/down (a txack, ack or log event
+        /// naming it) before its commands go back to the queue for the next window, or
+        /// fail once their attempts are used up (5..=86400). ChirpStack drops a
+        /// command/down it cannot take with nothing but a log line of its own.
+        handover_timeout_s: u32 = 60,
     }
 }
 
@@ -161,14 +171,25 @@ section! {
         api_tokens_file: String = String::new(),
         /// Largest request body accepted, in bytes; larger ones get 413.
         body_limit_bytes: u32 = 16 * 1024,
+        /// Seconds a client has to send a request's headers, from the moment it
+        /// connects or its previous response was written (1..=3600).
+        header_timeout_s: u32 = 10,
+        /// Seconds an idle keep-alive connection stays open (1..=3600).
+        idle_timeout_s: u32 = 60,
+        /// Connections served at once (1..=1000000); a connection past the limit waits
+        /// to be accepted, logged at most every 10 s and counted in
+        /// longproto_http_connection_limit_reached_total. Keep it below the process's
+        /// open-file limit (the systemd unit's LimitNOFILE).
+        max_connections: u32 = 4096,
     }
 }
 
 section! {
     /// Where commands and their history are kept.
     StorageSettings ("storage") {
-        /// sqlite:///absolute/path.db (the embedded default) or postgres://... (for
-        /// several bridge instances). Beside a database file the bridge keeps
+        /// sqlite:///absolute/path.db (the embedded default) or sqlite://relative/path.db;
+        /// no other scheme is supported yet. Beside a database file the
+        /// bridge keeps
         /// "<file>-windows", the journal of receive windows not yet in the database:
         /// back it up and move it with the database.
         url: String = "sqlite:///var/lib/longproto/bridge.db".into(),

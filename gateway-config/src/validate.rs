@@ -144,6 +144,12 @@ impl Settings {
         if m.max_inflight == 0 {
             p.push("mqtt.max_inflight", "must be at least 1");
         }
+        if !(1024..=16 << 20).contains(&m.max_message_bytes) {
+            p.push(
+                "mqtt.max_message_bytes",
+                format!("{} is out of range 1024..=16777216", m.max_message_bytes),
+            );
+        }
     }
 
     fn validate_chirpstack(&self, p: &mut Problems) {
@@ -162,6 +168,12 @@ impl Settings {
             &["dev_eui", "command"],
             p,
         );
+        if !(5..=86_400).contains(&c.handover_timeout_s) {
+            p.push(
+                "chirpstack.handover_timeout_s",
+                format!("{} is out of range 5..=86400", c.handover_timeout_s),
+            );
+        }
         if !(1..=10_000).contains(&c.downlink_budget_ms) {
             p.push(
                 "chirpstack.downlink_budget_ms",
@@ -214,6 +226,21 @@ impl Settings {
             );
         }
 
+        for (key, v) in [
+            ("http.header_timeout_s", h.header_timeout_s),
+            ("http.idle_timeout_s", h.idle_timeout_s),
+        ] {
+            if !(1..=3600).contains(&v) {
+                p.push(key, format!("{v} is out of range 1..=3600"));
+            }
+        }
+        if !(1..=1_000_000).contains(&h.max_connections) {
+            p.push(
+                "http.max_connections",
+                format!("{} is out of range 1..=1000000", h.max_connections),
+            );
+        }
+
         let url = &self.storage.url;
         if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() {
@@ -222,10 +249,16 @@ impl Settings {
                     "sqlite:// needs a path, e.g. sqlite:///var/lib/longproto/bridge.db",
                 );
             }
-        } else if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        } else {
+            let scheme = url.split_once("://").map_or("", |(s, _)| s);
+            let what = if scheme.is_empty() {
+                format!("\"{url}\" has no scheme")
+            } else {
+                format!("the scheme \"{scheme}\" is not supported")
+            };
             p.push(
                 "storage.url",
-                format!("\"{url}\" is not supported; expected sqlite://PATH or postgres://..."),
+                format!("{what}; expected sqlite:///absolute/path.db or sqlite://relative/path.db"),
             );
         }
 

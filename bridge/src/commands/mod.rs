@@ -47,7 +47,8 @@ impl ReceiveWindow {
 pub struct DownlinkPlan {
     /// The device.
     pub device: DeviceId,
-    /// The downlink's id: the first command's id (ChirpStack's queue item id).
+    /// The downlink's id: a UUID of its own for each window (ChirpStack's queue item id
+    /// must be a UUID, whatever ids the callers chose for the commands).
     pub id: String,
     /// The frames, one after another.
     pub payload: Vec<u8>,
@@ -76,7 +77,9 @@ pub enum RequestError {
 impl From<StoreError> for RequestError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::IdConflict { .. } => RequestError::Conflict(e.to_string()),
+            StoreError::IdConflict { .. } | StoreError::IdReused { .. } => {
+                RequestError::Conflict(e.to_string())
+            }
             other => RequestError::Store(other),
         }
     }
@@ -381,22 +384,29 @@ impl Commands {
             Some(Value::String(s)) if valid_id(s) => Some(s.clone()),
             Some(other) => {
                 return Err(bad(format!(
-                    "id: {other} is not an id (1 to 64 letters, digits, - or _)"
+                    "id: {} is not an id (1 to 64 letters, digits, - or _)",
+                    crate::device::excerpt(&other.to_string())
                 )));
             }
         };
         let command = parse_command(req).map_err(bad)?;
         let ttl_s = match req.get("ttl_s") {
             None | Some(Value::Null) => self.settings.default_ttl_s as u64,
-            Some(v) => v
+            Some(Value::Number(n)) => n
                 .as_u64()
                 .filter(|t| (1..=self.settings.max_ttl_s as u64).contains(t))
                 .ok_or_else(|| {
                     bad(format!(
-                        "ttl_s: {v} is out of range 1..={}",
+                        "ttl_s: {n} is out of range 1..={}",
                         self.settings.max_ttl_s
                     ))
                 })?,
+            Some(other) => {
+                return Err(bad(format!(
+                    "ttl_s: expected a whole number of seconds, found {}",
+                    crate::device::excerpt(&other.to_string())
+                )));
+            }
         };
         let confirmed = match req.get("confirmed") {
             None | Some(Value::Null) => true,
@@ -491,7 +501,7 @@ impl Commands {
         }
         let now = self.now();
         let mut stale = false;
-        let (taken, seq, journaled) = {
+        let (taken, seq, journaled, downlink) = {
             let mut queue = lock(&self.queue);
             let waiting = queue.get_mut(device)?;
             waiting.sort_by_key(Pending::order);
@@ -509,13 +519,13 @@ impl Commands {
                 queue.remove(device);
             }
             match taken.first() {
-                None => (taken, 0, true),
-                Some(first) => {
+                None => (taken, 0, true, String::new()),
+                Some(_) => {
                     // still under the queue's lock: whoever finds the command gone from
                     // memory finds this window counted in `settled`
                     let entry = Entry {
                         at: now,
-                        downlink: first.id.clone(),
+                        downlink: uuid::Uuid::new_v4().to_string(),
                         commands: taken.iter().map(|p| p.id.clone()).collect(),
                     };
                     let mut log = lock(&self.windows);
@@ -529,8 +539,9 @@ impl Commands {
                         }
                         None => false,
                     };
+                    let downlink = entry.downlink.clone();
                     let _ = self.persist.send(Take { seq, entry });
-                    (taken, seq, journaled)
+                    (taken, seq, journaled, downlink)
                 }
             }
         };
@@ -539,13 +550,15 @@ impl Commands {
             // next sweep
             self.expire_due().await;
         }
-        let first = taken.first()?;
+        if taken.is_empty() {
+            return None;
+        }
         if !journaled {
             self.stored_up_to(seq).await;
         }
         Some(DownlinkPlan {
             device: device.clone(),
-            id: first.id.clone(),
+            id: downlink,
             payload: taken.iter().flat_map(|p| p.frame).collect(),
             confirmed: taken.iter().any(|p| p.confirmed),
             expires_at: taken.iter().map(|p| p.expires_at).min().unwrap_or(0),
@@ -640,9 +653,10 @@ impl Commands {
         self.transition(&cmd.id, &from, to, reason.as_deref()).await;
     }
 
-    /// The network transmitted a downlink (ChirpStack txack).
-    pub async fn network_sent(&self, downlink_id: &str) {
+    /// The network transmitted a downlink (ChirpStack txack) of `device`.
+    pub async fn network_sent(&self, device: &DeviceId, downlink_id: &str) {
         self.for_downlink(
+            device,
             downlink_id,
             &[CommandState::Scheduled],
             CommandState::Sent,
@@ -652,9 +666,15 @@ impl Commands {
     }
 
     /// The device's radio acknowledged a downlink, or did not.
-    pub async fn network_ack(&self, downlink_id: &str, acknowledged: bool) -> Vec<DeviceId> {
+    pub async fn network_ack(
+        &self,
+        device: &DeviceId,
+        downlink_id: &str,
+        acknowledged: bool,
+    ) -> Vec<DeviceId> {
         if acknowledged {
             self.for_downlink(
+                device,
                 downlink_id,
                 &[CommandState::Scheduled, CommandState::Sent],
                 CommandState::Delivered,
@@ -663,15 +683,24 @@ impl Commands {
             .await;
             return Vec::new();
         }
-        self.network_not_delivered(downlink_id, "not acknowledged; queued for the next window")
-            .await
+        self.network_not_delivered(
+            device,
+            downlink_id,
+            "not acknowledged; queued for the next window",
+        )
+        .await
     }
 
     /// The network could not deliver a downlink: its commands go back to `queued` for
     /// another window, or end `failed` when the attempts are used up, or `expired`.
     /// Returns the devices with commands queued again.
-    pub async fn network_not_delivered(&self, downlink_id: &str, reason: &str) -> Vec<DeviceId> {
-        let cmds = self.commands_of(downlink_id).await;
+    pub async fn network_not_delivered(
+        &self,
+        device: &DeviceId,
+        downlink_id: &str,
+        reason: &str,
+    ) -> Vec<DeviceId> {
+        let cmds = self.commands_of(device, downlink_id).await;
         let mut retry = Vec::new();
         for cmd in cmds {
             if !matches!(cmd.state, CommandState::Scheduled | CommandState::Sent) {
@@ -710,28 +739,86 @@ impl Commands {
     }
 
     /// The network gave up on a downlink: `expired` or `failed` with its reason.
-    pub async fn network_dropped(&self, downlink_id: &str, to: CommandState, reason: &str) {
+    pub async fn network_dropped(
+        &self,
+        device: &DeviceId,
+        downlink_id: &str,
+        to: CommandState,
+        reason: &str,
+    ) {
         let from = [CommandState::Scheduled, CommandState::Sent];
-        self.for_downlink(downlink_id, &from, to, Some(reason))
+        self.for_downlink(device, downlink_id, &from, to, Some(reason))
             .await;
     }
 
-    async fn commands_of(&self, downlink_id: &str) -> Vec<Command> {
+    /// The commands of a downlink of `device`. A network event that names another
+    /// device's downlink finds nothing: correlation checks the device, not only the id.
+    async fn commands_of(&self, device: &DeviceId, downlink_id: &str) -> Vec<Command> {
         self.settled().await;
-        self.store.by_network_ref(downlink_id).await.unwrap_or_else(|e| {
+        let mut cmds = self.store.by_network_ref(downlink_id).await.unwrap_or_else(|e| {
             tracing::error!(downlink_id, error = %e, "store failed reading a downlink's commands");
             Vec::new()
-        })
+        });
+        let before = cmds.len();
+        cmds.retain(|c| &c.device == device);
+        if cmds.len() < before {
+            self.metrics
+                .malformed(device.network.name(), "downlink_of_another_device");
+            tracing::warn!(device = %device, downlink_id, "network event names a downlink of another device; ignored");
+        }
+        cmds
+    }
+
+    /// A downlink that could not be handed to the network (the connection to it is gone,
+    /// or its topic could not be built): its commands go back to `queued` for the next
+    /// window, or end `failed` or `expired`, never left `scheduled`.
+    pub async fn handover_failed(&self, plan: &DownlinkPlan, reason: &str) -> Vec<DeviceId> {
+        self.network_not_delivered(&plan.device, &plan.id, reason)
+            .await
+    }
+
+    /// Hand-overs the network never confirmed: LoRaWAN commands `scheduled` for longer
+    /// than `timeout_ms` without a txack, ack or log event go back to `queued` for the
+    /// next window (with their counter: a late copy is refused by the node), or end
+    /// `failed` once their attempts are used up. Returns the devices with commands
+    /// queued again.
+    pub async fn unconfirmed_handovers(&self, timeout_ms: i64) -> Vec<DeviceId> {
+        self.settled().await;
+        let cutoff = self.now().saturating_sub(timeout_ms);
+        let stale = match self.store.unconfirmed_handovers(cutoff).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "store failed reading unconfirmed hand-overs");
+                return Vec::new();
+            }
+        };
+        let reason = format!(
+            "the network did not confirm the hand-over within {} s",
+            timeout_ms / 1000
+        );
+        let mut retry = Vec::new();
+        for (device, downlink) in stale {
+            for d in self
+                .network_not_delivered(&device, &downlink, &reason)
+                .await
+            {
+                if !retry.contains(&d) {
+                    retry.push(d);
+                }
+            }
+        }
+        retry
     }
 
     async fn for_downlink(
         &self,
+        device: &DeviceId,
         downlink_id: &str,
         from: &[CommandState],
         to: CommandState,
         reason: Option<&str>,
     ) {
-        let cmds = self.commands_of(downlink_id).await;
+        let cmds = self.commands_of(device, downlink_id).await;
         if cmds.is_empty() {
             tracing::debug!(
                 downlink_id,

@@ -65,9 +65,20 @@ pub enum StoreError {
         /// The device it belongs to.
         device: String,
     },
+    /// A client id already names a different command of the same device.
+    #[error("id \"{id}\" already names a different command ({existing}) of this device")]
+    IdReused {
+        /// The id.
+        id: String,
+        /// What the stored command is, e.g. "unlock, confirmed".
+        existing: String,
+    },
     /// A stored row does not read back.
     #[error("store: corrupt row: {0}")]
     Corrupt(String),
+    /// `storage.url` names a store this build does not have.
+    #[error("{0}")]
+    Unsupported(String),
     /// The task that commits creations has stopped (the store is shutting down).
     #[error("store: the creation writer has stopped")]
     Stopped,
@@ -125,6 +136,12 @@ pub trait CommandStore: Send + Sync + 'static {
     ) -> impl Future<Output = R<Option<(Command, HistoryEntry)>>> + Send;
     /// The commands a downlink carried.
     fn by_network_ref(&self, network_ref: &str) -> impl Future<Output = R<Vec<Command>>> + Send;
+    /// LoRaWAN downlinks (device, downlink id) whose commands are still `scheduled` and
+    /// unchanged since before `before`: hand-overs the network never confirmed.
+    fn unconfirmed_handovers(
+        &self,
+        before: i64,
+    ) -> impl Future<Output = R<Vec<(DeviceId, String)>>> + Send;
     /// The latest command of a device with this counter.
     fn by_counter(
         &self,
@@ -219,7 +236,11 @@ impl SqliteStore {
 
     /// [`Self::open`], counting the transactions that create commands on `commits`.
     pub async fn open_counting(url: &str, commits: Counter) -> R<Self> {
-        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        let Some(path) = url.strip_prefix("sqlite://") else {
+            return Err(StoreError::Unsupported(format!(
+                "storage.url: \"{url}\" is not an sqlite:// URL; no other store is supported"
+            )));
+        };
         if let Some(dir) = std::path::Path::new(path).parent() {
             if !dir.as_os_str().is_empty() {
                 let _ = std::fs::create_dir_all(dir);
@@ -455,6 +476,25 @@ enum Plan {
     SameAs(usize),
 }
 
+/// Whether a request repeats the one that created a stored command (the command with
+/// its arguments, and `confirmed`; the time to live counts from each request's arrival,
+/// so a retry cannot repeat its expiry).
+fn same_request(command: device_node::Command, confirmed: bool, new: &NewCommand) -> bool {
+    command == new.command && confirmed == new.confirmed
+}
+
+fn reused(existing: &Command) -> StoreError {
+    let confirmed = if existing.confirmed {
+        "confirmed"
+    } else {
+        "unconfirmed"
+    };
+    StoreError::IdReused {
+        id: existing.id.clone(),
+        existing: format!("{}, {confirmed}", existing.command.name()),
+    }
+}
+
 /// Creates `news` in the caller's connection, in one transaction of five statements
 /// however many there are: the ids already stored, the counters of every device (one
 /// upsert), the commands (one insert; their history rows come from the trigger), the
@@ -497,19 +537,23 @@ async fn create_all(
     for (new, now) in news {
         let id = new.id.as_deref();
         if let Some(existing) = id.and_then(|id| stored.get(id)) {
-            plans.push(Plan::Done(if existing.device == new.device {
-                Ok(Created::Existing(existing.clone()))
-            } else {
+            plans.push(Plan::Done(if existing.device != new.device {
                 Err(conflict(&existing.id, &existing.device))
+            } else if !same_request(existing.command, existing.confirmed, new) {
+                Err(reused(existing))
+            } else {
+                Ok(Created::Existing(existing.clone()))
             }));
             continue;
         }
         if let Some(&i) = id.and_then(|id| by_id.get(id)) {
             let earlier = &fresh[i];
-            plans.push(if earlier.device == new.device {
-                Plan::SameAs(i)
-            } else {
+            plans.push(if earlier.device != new.device {
                 Plan::Done(Err(conflict(&earlier.id, &earlier.device)))
+            } else if !same_request(earlier.command, earlier.confirmed, new) {
+                Plan::Done(Err(reused(earlier)))
+            } else {
+                Plan::SameAs(i)
             });
             continue;
         }
@@ -748,6 +792,20 @@ impl CommandStore for SqliteStore {
             .fetch_all(&self.reader)
             .await?;
         rows.iter().map(row_to_command).collect()
+    }
+
+    async fn unconfirmed_handovers(&self, before: i64) -> R<Vec<(DeviceId, String)>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT DISTINCT device, network_ref FROM commands WHERE state = 'scheduled' \
+             AND updated_at < ? AND network_ref IS NOT NULL AND device LIKE 'lorawan/%'",
+        )
+        .bind(before)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(d, r)| Some((DeviceId::parse_path(&d).ok()?, r)))
+            .collect())
     }
 
     async fn by_counter(&self, device: &DeviceId, counter: u16) -> R<Option<Command>> {
