@@ -8,8 +8,18 @@ fuzz_target!(|data: &[u8]| {
     let fport = (port != 0).then_some(port);
     if let Ok(records) = telemetry::decode_uplink(payload, fport) {
         let ok: Vec<Record> = records.filter_map(Result::ok).collect();
-        let mut out = [0u8; 1024];
-        let (n, _) = telemetry::encode_uplink(&ok, &mut out).expect("fits");
+        // The buffer is the target's to size: arbitrary input decodes into more records
+        // than any uplink on the air carries, and `encode_uplink` says how much it needs
+        // (BufferTooSmall) instead of writing past the end.
+        let mut out = vec![0u8; 256];
+        let n = match telemetry::encode_uplink(&ok, &mut out) {
+            Ok((n, _)) => n,
+            Err(device_node::EncodeError::BufferTooSmall { needed }) => {
+                out = vec![0u8; needed];
+                telemetry::encode_uplink(&ok, &mut out).expect("fits the size it asked for").0
+            }
+            Err(e) => panic!("decoded records do not encode: {e:?}"),
+        };
         let back: Vec<Record> = telemetry::decode_uplink(&out[..n], None)
             .expect("no port")
             .collect::<Result<_, _>>()
