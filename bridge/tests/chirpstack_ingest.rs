@@ -320,7 +320,7 @@ async fn malformed_input_is_counted_and_the_bridge_goes_on() {
         (topic(eui, "up"), vec![0xff, 0xff, 0xff, 0x01]),
         (
             topic("nothex", "up"),
-            serde_json::to_vec(&up_event("", "x", 1, 10, vec![])).unwrap(),
+            serde_json::to_vec(&up_event("nothex", "x", 1, 10, vec![])).unwrap(),
         ),
         (topic(eui, "integration"), b"{}".to_vec()),
         // outside the subscription filter: the broker never delivers it

@@ -91,7 +91,7 @@ async fn uplinks_in_numbers_strings_and_forms_publish_telemetry_once() {
     let (status, _) = callback(addr, "/v1/sigfox/uplink", &bidir(2317, STATUS, false)).await;
     assert_eq!(status, 204);
     let t = watch.next_json("/telemetry").await;
-    assert_eq!(t["device"], "sigfox/1a2b3c");
+    assert_eq!(t["device"], "sigfox/001a2b3c");
     assert_eq!(t["records"][0]["kind"], "status");
     assert_eq!(t["records"][0]["odometer_km"], 12345);
     assert_eq!(
@@ -267,7 +267,7 @@ async fn a_command_goes_round_trip_to_executed() {
     let (status, cmd) = api(
         addr,
         "POST",
-        "/v1/devices/sigfox/1a2b3c/commands",
+        "/v1/devices/sigfox/001a2b3c/commands",
         Some(&json!({"command": "unlock", "args": {"auto_relock_s": 30}})),
     )
     .await;
@@ -368,7 +368,7 @@ async fn the_daily_quota_holds_commands_until_the_next_day() {
     let first = api(
         addr,
         "POST",
-        "/v1/devices/sigfox/1a2b3c/commands",
+        "/v1/devices/sigfox/001a2b3c/commands",
         Some(&json!({"command": "lock", "ttl_s": 172800})),
     )
     .await
@@ -376,7 +376,7 @@ async fn the_daily_quota_holds_commands_until_the_next_day() {
     let second = api(
         addr,
         "POST",
-        "/v1/devices/sigfox/1a2b3c/commands",
+        "/v1/devices/sigfox/001a2b3c/commands",
         Some(&json!({"command": "locate", "ttl_s": 172800})),
     )
     .await
@@ -421,7 +421,7 @@ async fn the_daily_quota_holds_commands_until_the_next_day() {
     let (_, short) = api(
         addr,
         "POST",
-        "/v1/devices/sigfox/1a2b3c/commands",
+        "/v1/devices/sigfox/001a2b3c/commands",
         Some(&json!({"command": "reboot", "ttl_s": 10})),
     )
     .await;

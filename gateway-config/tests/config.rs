@@ -123,7 +123,7 @@ fn unknown_keys_suggest_the_nearest() {
         p,
         vec![
             "chirpstak: unknown section; did you mean \"chirpstack\"?",
-            "http.foo_bar_baz: unknown key; expected one of bind, api_tokens, api_tokens_file, body_limit_bytes",
+            "http.foo_bar_baz: unknown key; expected one of bind, api_tokens, api_tokens_file, body_limit_bytes, header_timeout_s, idle_timeout_s, max_connections",
             "mqtt.sever: unknown key; did you mean \"server\"?",
         ]
     );
@@ -203,7 +203,7 @@ level = "loud"
         "http.bind: \"localhost\" is not an address and port",
         "http.api_tokens[0]: a token needs 16 characters",
         "http.body_limit_bytes: 10 is out of range",
-        "storage.url: \"mysql://x\" is not supported",
+        "storage.url: the scheme \"mysql\" is not supported",
         "commands.max_attempts: 0 is out of range 1..=10",
         "codecs.default: unknown codec \"protobuf\"",
         "codecs.device.\"XYZ\": a device is its DevEUI",

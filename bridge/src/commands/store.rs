@@ -987,10 +987,7 @@ mod tests {
             panic!()
         };
         assert_eq!(c3.counter, 1, "counters are per device");
-        let Created::Existing(again) = s
-            .create(new(&a, C::Reboot { delay_s: 1 }, Some("k1")), 1003)
-            .await
-            .unwrap()
+        let Created::Existing(again) = s.create(new(&a, C::Lock, Some("k1")), 1003).await.unwrap()
         else {
             panic!("the same id twice created two commands")
         };
@@ -998,6 +995,13 @@ mod tests {
         assert!(matches!(
             s.create(new(&b, C::Lock, Some("k1")), 1004).await,
             Err(StoreError::IdConflict { .. })
+        ));
+        // the same id for another command of the same device is refused, not answered
+        // with the stored one
+        assert!(matches!(
+            s.create(new(&a, C::Reboot { delay_s: 1 }, Some("k1")), 1005)
+                .await,
+            Err(StoreError::IdReused { .. })
         ));
         assert_eq!(s.pending_count(&a).await.unwrap(), 2);
     }
@@ -1043,7 +1047,7 @@ mod tests {
         let mut news: Vec<NewCommand> = (0..40).map(|_| new(&a, C::Locate, None)).collect();
         news.push(new(&a, C::Lock, Some("k1")));
         // the same id again in the same group: the command stored a moment before
-        news.push(new(&a, C::Unlock { auto_relock_s: 0 }, Some("k1")));
+        news.push(new(&a, C::Lock, Some("k1")));
         // the same id for another device: refused, and nothing else is
         news.push(new(&b, C::Lock, Some("k1")));
         news.push(new(&b, C::Lock, None));
