@@ -285,6 +285,7 @@ async fn class_c_devices_take_a_command_at_once() {
         uuid::Uuid::parse_str(down["id"].as_str().unwrap()).is_ok(),
         "{down}"
     );
+    assert_ne!(down["id"], cmd["id"], "a queue item id of the window's own");
     assert_eq!(data, hex::decode("0200010000000000").unwrap());
     bridge.shutdown().await;
 }
