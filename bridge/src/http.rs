@@ -278,9 +278,12 @@ async fn connection(
     tokio::pin!(conn);
     let mut shutting = false;
     loop {
-        let idle_for = {
-            let since = lock(&last).elapsed();
-            limits.idle_timeout.saturating_sub(since)
+        // while a request is being answered the connection is not idle: look again a
+        // whole timeout later (its end resets `last`), never in a tight loop
+        let idle_for = if busy.load(AtomicOrdering::Relaxed) > 0 {
+            limits.idle_timeout
+        } else {
+            limits.idle_timeout.saturating_sub(lock(&last).elapsed())
         };
         tokio::select! {
             _ = conn.as_mut() => return,
@@ -338,7 +341,103 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Starts `serve` on a free loopback port with `app`; the address and its stop.
+    async fn serving(
+        app: Router,
+        idle_timeout: Duration,
+    ) -> (
+        std::net::SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        Arc<Metrics>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics = Arc::new(Metrics::new());
+        let limits = ConnectionLimits {
+            header_timeout: Duration::from_secs(5),
+            idle_timeout,
+            max_connections: 8,
+        };
+        tokio::spawn(serve(listener, app, limits, metrics.clone(), async {
+            let _ = stopped.await;
+        }));
+        (addr, stop, metrics)
+    }
+
+    /// One request with `Connection: close`: the status line and the body.
+    async fn request(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+        (
+            head.lines().next().unwrap_or("").to_owned(),
+            body.to_owned(),
+        )
+    }
+
+    /// CPU time of this process (user + system), from /proc.
+    fn cpu_time() -> Duration {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let after = stat.rsplit_once(')').unwrap().1;
+        let f: Vec<u64> = after
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(|v| v.parse().unwrap())
+            .collect();
+        Duration::from_millis((f[0] + f[1]) * 10) // 100 ticks a second
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_handler_that_panics_answers_500_and_the_server_goes_on() {
+        let app = Router::new()
+            .route(
+                "/boom",
+                get(|| async {
+                    if true {
+                        panic!("boom");
+                    }
+                    "unreachable"
+                }),
+            )
+            .route("/ok", get(|| async { "ok" }));
+        let (addr, _stop, metrics) = serving(app, Duration::from_secs(5)).await;
+        let (status, body) = request(addr, "/boom").await;
+        assert!(status.contains(" 500 "), "{status}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"]["code"], "internal");
+        assert_eq!(request(addr, "/ok").await.1, "ok");
+        assert_eq!(metrics.http_panics.get(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_longer_than_the_idle_timeout_costs_no_cpu_while_it_waits() {
+        let app = Router::new().route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(2500)).await;
+                "done"
+            }),
+        );
+        let (addr, _stop, _) = serving(app, Duration::from_secs(1)).await;
+        let before = cpu_time();
+        assert_eq!(request(addr, "/slow").await.1, "done");
+        let spent = cpu_time() - before;
+        assert!(
+            spent < Duration::from_millis(50),
+            "{spent:?} of CPU while one request waited 2.5 s"
+        );
+    }
 
     #[test]
     fn constant_time_compare() {

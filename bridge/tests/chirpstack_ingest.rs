@@ -343,9 +343,7 @@ async fn malformed_input_is_counted_and_the_bridge_goes_on() {
     let t = watch.next_json("/telemetry").await;
     assert_eq!(t["meta"]["deduplication_id"], "after-the-garbage", "{t}");
 
-    let (status, _, body) = http(bridge.http_addr(), "GET", "/metrics", &[], b"").await;
-    assert_eq!(status, 200);
-    let m = String::from_utf8(body).unwrap();
+    let m = metrics_text(&bridge).await;
     let count = |reason: &str| -> u64 {
         m.lines()
             .find(|l| {

@@ -16,9 +16,7 @@ fn path(eui: &str) -> String {
 }
 
 async fn create(bridge: &Bridge, eui: &str, body: Value) -> Value {
-    let (status, v) = api(bridge.http_addr(), "POST", &path(eui), Some(&body)).await;
-    assert_eq!(status, 202, "{v}");
-    v
+    create_command(bridge, eui, body).await
 }
 
 /// The device's last known state, as `GET /v1/devices/lorawan/{eui}` answers it.
@@ -127,8 +125,7 @@ async fn a_class_a_uplink_takes_the_command_to_executed() {
     assert_eq!(one["history"][1]["attempt"], 1);
     let state = device_state(&bridge, EUI).await;
     assert_eq!(state["pending_commands"], 0, "{state}");
-    let (_, _, metrics) = http(bridge.http_addr(), "GET", "/metrics", &[], b"").await;
-    let metrics = String::from_utf8(metrics).unwrap();
+    let metrics = metrics_text(&bridge).await;
     for state in ["queued", "scheduled", "sent", "delivered", "executed"] {
         let line =
             format!("longproto_command_states_total{{network=\"lorawan\",state=\"{state}\"}} 1");

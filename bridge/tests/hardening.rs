@@ -12,20 +12,10 @@ const EUI: &str = "70b3d57ed0051a2b";
 const OTHER: &str = "70b3d57ed0051a2c";
 
 async fn create(bridge: &longproto_bridge::service::Bridge, eui: &str, body: Value) -> String {
-    let (status, v) = api(
-        bridge.http_addr(),
-        "POST",
-        &format!("/v1/devices/lorawan/{eui}/commands"),
-        Some(&body),
-    )
-    .await;
-    assert_eq!(status, 202, "{v}");
-    v["id"].as_str().unwrap().to_owned()
-}
-
-async fn metrics(bridge: &longproto_bridge::service::Bridge) -> String {
-    let (_, _, body) = http(bridge.http_addr(), "GET", "/metrics", &[], b"").await;
-    String::from_utf8(body).unwrap()
+    create_command(bridge, eui, body).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,7 +41,7 @@ async fn an_oversized_message_is_dropped_and_the_connection_stays_up() {
         .unwrap();
     // the request behind it is served: the connection survived the big one
     wait_state(&mut events, "after-big", "queued").await;
-    let m = metrics(&bridge).await;
+    let m = metrics_text(&bridge).await;
     assert!(
         m.contains(r#"longproto_malformed_messages_total{source="mqtt",reason="too_large"} 1"#),
         "{m}"
@@ -68,18 +58,13 @@ async fn a_sigfox_time_past_what_rfc_3339_can_write_is_a_400_not_a_panic() {
     let auth = format!("Bearer {SIGFOX_SECRET}");
     for time in ["9223372036854776", "-1", "\"99999999999999999\""] {
         let body = format!(r#"{{"device":"1A2B3C","time":{time},"data":"00","seqNumber":1}}"#);
-        let (status, _, reply) = http(
+        let (status, reply) = sigfox_callback(
             bridge.http_addr(),
-            "POST",
             "/v1/sigfox/uplink",
-            &[
-                ("Authorization", &auth),
-                ("Content-Type", "application/json"),
-            ],
+            &auth,
             body.as_bytes(),
         )
         .await;
-        let reply: Value = serde_json::from_slice(&reply).unwrap_or(Value::Null);
         assert_eq!(status, 400, "time {time}: {reply}");
         assert!(
             reply["error"]["message"]
@@ -185,7 +170,7 @@ async fn a_txack_or_ack_on_another_devices_topic_moves_nothing() {
     assert_eq!(v["state"], "scheduled", "{v}");
     cs.txack(EUI, &item).await;
     wait_state(&mut events, &id, "sent").await;
-    let m = metrics(&bridge).await;
+    let m = metrics_text(&bridge).await;
     assert!(
         m.contains(r#"reason="downlink_of_another_device"} 2"#),
         "{m}"
@@ -229,7 +214,7 @@ async fn empty_partial_or_contradicting_events_are_not_acted_upon() {
             .is_none(),
         "telemetry was published for an event that is not an uplink"
     );
-    let m = metrics(&bridge).await;
+    let m = metrics_text(&bridge).await;
     // `{}` and the empty payload (an empty protobuf event) both lack the device info
     for (reason, n) in [
         ("no_device_info", 2),
@@ -260,7 +245,7 @@ async fn event_names_from_topics_make_neither_bad_exposition_nor_new_series() {
     cs.up(EUI, 5, 1, "").await;
     let mut m = String::new();
     for _ in 0..50 {
-        m = metrics(&bridge).await;
+        m = metrics_text(&bridge).await;
         if m.contains(r#"longproto_chirpstack_events_total{event="other"} 51"#) {
             break;
         }
@@ -350,7 +335,7 @@ async fn slow_idle_and_surplus_http_connections_are_bounded() {
         "the fourth connection was served at once: {:?}",
         t.elapsed()
     );
-    let m = metrics(&bridge).await;
+    let m = metrics_text(&bridge).await;
     assert!(
         !m.contains("longproto_http_connection_limit_reached_total 0"),
         "{m}"
@@ -479,17 +464,8 @@ async fn errors_name_the_field_refuse_ambiguity_and_are_json_everywhere() {
     for (device, seq) in [("1A2B3C", 1), ("001a2b3c", 2)] {
         let body =
             format!(r#"{{"device":"{device}","time":1718031845,"data":"00","seqNumber":{seq}}}"#);
-        let (status, _, _) = http(
-            addr,
-            "POST",
-            "/v1/sigfox/uplink",
-            &[
-                ("Authorization", &sigfox),
-                ("Content-Type", "application/json"),
-            ],
-            body.as_bytes(),
-        )
-        .await;
+        let (status, _) =
+            sigfox_callback(addr, "/v1/sigfox/uplink", &sigfox, body.as_bytes()).await;
         assert_eq!(status, 204);
     }
     for _ in 0..2 {

@@ -18,20 +18,8 @@ fn basic(secret: &str) -> String {
 }
 
 async fn callback(addr: SocketAddr, route: &str, body: &Value) -> (u16, Value) {
-    let auth = basic(SIGFOX_SECRET);
-    let headers = [
-        ("Authorization", auth.as_str()),
-        ("Content-Type", "application/json"),
-    ];
-    let (status, _, b) = http(
-        addr,
-        "POST",
-        route,
-        &headers,
-        &serde_json::to_vec(body).unwrap(),
-    )
-    .await;
-    (status, serde_json::from_slice(&b).unwrap_or(Value::Null))
+    let body = serde_json::to_vec(body).unwrap();
+    sigfox_callback(addr, route, &basic(SIGFOX_SECRET), &body).await
 }
 
 /// The fixture's BIDIR body, with its `_comment` left in (unknown fields are ignored).

@@ -187,7 +187,13 @@ pub trait CommandStore: Send + Sync + 'static {
 }
 
 /// The migrations, applied in order, each once.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/0001_commands.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/0001_commands.sql")),
+    (
+        2,
+        include_str!("../../migrations/0002_scheduled_by_time.sql"),
+    ),
+];
 
 /// SQLite in WAL mode. Creating a command commits with `synchronous = FULL`: the `202`
 /// is only answered once the command is on disk, even across a power cut. Creations

@@ -398,6 +398,37 @@ pub async fn api(addr: SocketAddr, method: &str, path: &str, body: Option<&Value
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
+/// Creates a command for a LoRaWAN device through the API; the `202` body.
+pub async fn create_command(bridge: &Bridge, eui: &str, body: Value) -> Value {
+    let path = format!("/v1/devices/lorawan/{eui}/commands");
+    let (status, v) = api(bridge.http_addr(), "POST", &path, Some(&body)).await;
+    assert_eq!(status, 202, "{v}");
+    v
+}
+
+/// The bridge's `/metrics` text.
+pub async fn metrics_text(bridge: &Bridge) -> String {
+    let (status, _, body) = http(bridge.http_addr(), "GET", "/metrics", &[], b"").await;
+    assert_eq!(status, 200);
+    String::from_utf8(body).unwrap()
+}
+
+/// POSTs a Sigfox callback body as it is written, with this Authorization header: the
+/// status and the JSON answer (null when there is none).
+pub async fn sigfox_callback(
+    addr: SocketAddr,
+    route: &str,
+    authorization: &str,
+    body: &[u8],
+) -> (u16, Value) {
+    let headers = [
+        ("Authorization", authorization),
+        ("Content-Type", "application/json"),
+    ];
+    let (status, _, b) = http(addr, "POST", route, &headers, body).await;
+    (status, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
 /// Plays ChirpStack's side of the MQTT integration: publishes events, reads `command/down`.
 pub struct ChirpstackDouble {
     pub client: AsyncClient,
