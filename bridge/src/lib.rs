@@ -27,4 +27,4 @@ pub mod service;
 pub mod sigfox;
 pub mod state;
 pub mod timeslice;
-mod uplink_json;
+pub mod uplink_json;

@@ -11,7 +11,7 @@ use rumqttc::{
 };
 use serde_json::Value;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
@@ -20,11 +20,38 @@ pub fn status_topic(root: &str) -> String {
     format!("{root}/bridge/status")
 }
 
+/// Counts the QoS 1 messages handed to the client and the broker's PUBACKs: when they
+/// are level, everything handed over so far is with the broker (see
+/// `Commands::confirm_events`, and "Events owed to MQTT" in docs/architecture.md).
+#[derive(Debug, Default)]
+pub struct Ledger {
+    handed: AtomicU64,
+    acknowledged: AtomicU64,
+}
+
+impl Ledger {
+    /// Whether the broker has acknowledged every message handed over before this call.
+    pub fn level(&self) -> bool {
+        // `handed` first: a message handed over meanwhile can only make this say no
+        let handed = self.handed.load(Ordering::Acquire);
+        self.acknowledged.load(Ordering::Acquire) >= handed
+    }
+
+    fn handed(&self) {
+        self.handed.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn acknowledged(&self) {
+        self.acknowledged.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 /// Publishes JSON with QoS 1. Cheap to clone.
 #[derive(Clone)]
 pub struct Publisher {
     client: AsyncClient,
     root: Arc<str>,
+    ledger: Arc<Ledger>,
 }
 
 impl Publisher {
@@ -33,7 +60,13 @@ impl Publisher {
         Publisher {
             client,
             root: root.into(),
+            ledger: Arc::default(),
         }
+    }
+
+    /// Messages handed over and acknowledged.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
     }
 
     /// `{root}/{network}/{id}`.
@@ -66,10 +99,15 @@ impl Publisher {
         if topic.is_empty() || topic.contains(['+', '#', '\0']) {
             return Err(format!("{topic:?} is not a topic one can publish to"));
         }
+        // counted before it can be acknowledged, and taken back if the client refuses it
+        self.ledger.handed();
         self.client
             .publish(topic, QoS::AtLeastOnce, retain, payload)
             .await
-            .map_err(|e| format!("the MQTT connection task has stopped: {e}"))
+            .map_err(|e| {
+                self.ledger.handed.fetch_sub(1, Ordering::AcqRel);
+                format!("the MQTT connection task has stopped: {e}")
+            })
     }
 }
 
@@ -79,6 +117,22 @@ pub const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
 
 /// Builds the client options from `[mqtt]`.
 pub fn options(s: &MqttSettings) -> anyhow::Result<MqttOptions> {
+    let mut o = connection_options(s, &s.client_id)?;
+    o.set_clean_session(s.clean_session);
+    o.set_manual_acks(true);
+    o.set_inflight(s.max_inflight.max(1));
+    o.set_last_will(LastWill::new(
+        status_topic(&s.topic_root),
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+    ));
+    Ok(o)
+}
+
+/// The broker, credentials, TLS, keepalive and packet sizes of `[mqtt]`, for a
+/// connection with this client id (the bridge's own, or a short-lived helper's).
+pub fn connection_options(s: &MqttSettings, client_id: &str) -> anyhow::Result<MqttOptions> {
     let url = url::Url::parse(&s.server)
         .with_context(|| format!("mqtt.server: \"{}\" is not a URL", s.server))?;
     let tls = matches!(url.scheme(), "mqtts" | "ssl");
@@ -88,22 +142,13 @@ pub fn options(s: &MqttSettings) -> anyhow::Result<MqttOptions> {
         .trim_matches(['[', ']'])
         .to_owned();
     let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
-    let mut o = MqttOptions::new(s.client_id.clone(), host, port);
+    let mut o = MqttOptions::new(client_id, host, port);
     o.set_keep_alive(Duration::from_secs(s.keepalive_s.max(5) as u64));
-    o.set_clean_session(s.clean_session);
-    o.set_manual_acks(true);
-    o.set_inflight(s.max_inflight.max(1));
     // Incoming: the largest packet MQTT can carry, so that no message can break the
     // connection (rumqttc drops the connection on a packet over its limit, and the
     // broker redelivers it to the persistent session for ever); the dispatcher drops a
     // payload over `max_message_bytes` itself (see docs/architecture.md).
     o.set_max_packet_size(MQTT_MAX_PACKET, 256 * 1024);
-    o.set_last_will(LastWill::new(
-        status_topic(&s.topic_root),
-        "offline",
-        QoS::AtLeastOnce,
-        true,
-    ));
     if !s.username.is_empty() {
         o.set_credentials(s.username.clone(), s.password.clone());
     }
@@ -211,6 +256,7 @@ pub async fn run_connection(
     state: ConnectionState,
     metrics: Arc<Metrics>,
     max_backoff: Duration,
+    ledger: Arc<Ledger>,
 ) {
     let mut backoff = Duration::from_millis(50);
     let mut connections = 0u64;
@@ -237,7 +283,13 @@ pub async fn run_connection(
                         tracing::error!(topic, error = %e, "subscribe failed");
                     }
                 }
-                let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, "online");
+                ledger.handed();
+                if client
+                    .try_publish(&status_topic, QoS::AtLeastOnce, true, "online")
+                    .is_err()
+                {
+                    ledger.handed.fetch_sub(1, Ordering::AcqRel);
+                }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 let received = Instant::now();
@@ -252,6 +304,7 @@ pub async fn run_connection(
                     );
                 }
             }
+            Ok(Event::Incoming(Packet::PubAck(_))) => ledger.acknowledged(),
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                 // Keep reading until the broker closes the connection: closing a socket
                 // with unread data sends RST, and an RST makes the broker drop what it has

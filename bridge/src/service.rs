@@ -129,6 +129,7 @@ impl Bridge {
             connection_state.clone(),
             metrics.clone(),
             Duration::from_millis(settings.mqtt.reconnect_max_ms as u64),
+            pipeline.publisher().ledger().clone(),
         ));
         let dispatcher = tokio::spawn(dispatch(rx, stop_rx.clone(), client.clone(), routes));
         let state_flusher = spawn_every(pipeline.state_flush_period(), stop_rx.clone(), {
@@ -136,6 +137,21 @@ impl Bridge {
             move || {
                 let p = p.clone();
                 async move { p.flush_states(false).await }
+            }
+        });
+        // events a stop left unpublished, then every 2 s: how far the broker holds them all
+        tokio::spawn({
+            let (c, p, m) = (commands.clone(), pipeline.clone(), settings.mqtt.clone());
+            async move {
+                let devices = c.republish_owed_events().await;
+                correct_retained_states(&m, &p, &c, devices).await;
+            }
+        });
+        let confirmer = spawn_every(Duration::from_secs(2), stop_rx.clone(), {
+            let c = commands.clone();
+            move || {
+                let c = c.clone();
+                async move { c.confirm_events(false).await }
             }
         });
         let handover_timeout_ms = settings.chirpstack.handover_timeout_s as i64 * 1000;
@@ -189,11 +205,16 @@ impl Bridge {
                 let _ = state_flusher.await;
                 let _ = expiry.await;
                 flush_pipeline.flush_states(true).await;
-                let _ = client
-                    .publish(&status_topic, QoS::AtLeastOnce, true, "offline")
+                let _ = confirmer.await;
+                let _ = flush_pipeline
+                    .publisher()
+                    .try_publish(&status_topic, b"offline".to_vec(), true)
                     .await;
                 let _ = client.disconnect().await;
                 let _ = connection.await;
+                // the broker closed the connection after our DISCONNECT: if it holds
+                // every event, nothing is owed at the next start
+                queue.confirm_events(true).await;
             };
             if tokio::time::timeout(SHUTDOWN_GRACE, orderly).await.is_err() {
                 tracing::warn!(
@@ -426,7 +447,7 @@ async fn command_lane(routes: Arc<Routes>, mut rx: mpsc::UnboundedReceiver<Comma
 }
 
 /// The device of `{root}/{network}/{id}/command`, when the topic is one.
-fn command_topic_device<'t>(
+pub fn command_topic_device<'t>(
     root: &str,
     topic: &'t str,
 ) -> Option<Result<DeviceId, (&'t str, &'t str)>> {
@@ -482,6 +503,93 @@ fn command_request<'r>(
             }
         }
     })
+}
+
+/// After events were published again at start, the retained states of their devices
+/// still count the commands as they were then: each one the broker retains is published
+/// again with the store's `pending_commands`, everything else in it as it was (this
+/// process knows no records of the device yet). A short-lived connection of its own
+/// (`{client_id}-restore`) reads them; devices that have sent an uplink since are left
+/// alone, their state is already current.
+async fn correct_retained_states(
+    settings: &gateway_config::MqttSettings,
+    pipeline: &Pipeline,
+    commands: &Commands,
+    devices: Vec<DeviceId>,
+) {
+    if devices.is_empty() {
+        return;
+    }
+    let publisher = pipeline.publisher();
+    let topics: Vec<String> = devices
+        .iter()
+        .map(|d| format!("{}/state", publisher.device_topic(d)))
+        .collect();
+    let id = format!("{}-restore", settings.client_id);
+    let Ok(mut o) = mqtt::connection_options(settings, &id) else {
+        return;
+    };
+    o.set_clean_session(true);
+    let (client, mut eventloop) = AsyncClient::new(o, 16);
+    let filters = topics
+        .iter()
+        .map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
+    let mut retained = std::collections::HashMap::new();
+    let read = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                    let _ = client.try_subscribe_many(filters.clone());
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) if p.retain => {
+                    retained.insert(p.topic.clone(), p.payload.clone());
+                }
+                // retained messages come before the SUBACK; a short wait covers a broker
+                // that sends them after
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                    let _ = tokio::time::timeout(Duration::from_millis(300), async {
+                        while let Ok(ev) = eventloop.poll().await {
+                            if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) = ev {
+                                if p.retain {
+                                    retained.insert(p.topic.clone(), p.payload.clone());
+                                }
+                            }
+                        }
+                    })
+                    .await;
+                    return;
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .is_err()
+    {
+        tracing::warn!("could not read the retained states to correct their pending commands");
+    }
+    let _ = client.try_disconnect();
+    for (device, topic) in devices.iter().zip(&topics) {
+        let Some(payload) = retained.get(topic) else {
+            continue;
+        };
+        let Ok(mut state) = serde_json::from_slice::<serde_json::Value>(payload) else {
+            continue;
+        };
+        if pipeline.state(device).is_some() {
+            continue; // published since the start: current already
+        }
+        let Some(pending) = commands.pending_of(device).await else {
+            continue;
+        };
+        if state["pending_commands"] != pending {
+            state["pending_commands"] = pending.into();
+            let bytes = serde_json::to_vec(&state).unwrap_or_default();
+            publisher.publish(topic, bytes, true).await;
+        }
+    }
 }
 
 /// Runs the service until SIGTERM or SIGINT; a second signal exits at once.

@@ -229,6 +229,11 @@ fn read_callback<'b>(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+    parse_fields(body, form)
+}
+
+/// Reads a callback body, form-encoded or JSON, into its fields.
+fn parse_fields(body: &[u8], form: bool) -> Result<Fields<'_>, Refusal> {
     if form {
         return Ok(Fields::from_form(body));
     }
@@ -329,6 +334,51 @@ async fn uplink_inner(
     received: Instant,
 ) -> Result<Response, Refusal> {
     let m = read_callback(s, headers, &body)?;
+    let (up, device_as_written, ack) = uplink_of(&m, received)?;
+    let device = up.device.clone();
+    let Some(ingested) = s.pipeline.ingest(up).await else {
+        return Ok(StatusCode::NO_CONTENT.into_response()); // a retry: published once, no second command
+    };
+    let window = if ack {
+        Some(ReceiveWindow { frames: 1 })
+    } else {
+        None
+    };
+    let plan = if window.is_some() && s.commands.has_queued(&device) {
+        let day = s.commands.now().div_euclid(DAY_MS);
+        if take_quota(s, &device, day).await {
+            let plan = s
+                .commands
+                .after_uplink(&device, &ingested.acks, window)
+                .await;
+            if plan.is_none() {
+                let _ = s.commands.store().return_daily_quota(&device, day).await;
+            }
+            plan
+        } else {
+            note_quota(s, &device, day).await;
+            s.commands.after_uplink(&device, &ingested.acks, None).await
+        }
+    } else {
+        s.commands.after_uplink(&device, &ingested.acks, None).await
+    };
+    Ok(match plan {
+        Some(plan) => {
+            let mut reply = Map::new();
+            reply.insert(
+                device_as_written.to_owned(),
+                json!({"downlinkData": hex::encode(&plan.payload)}),
+            );
+            (StatusCode::OK, axum::Json(Value::Object(reply))).into_response()
+        }
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+/// The pipeline uplink of a DATA callback's fields, with the device id as the callback
+/// wrote it (the BIDIR reply's key) and whether it opens a receive window (`ack`); a
+/// refusal names the field at fault.
+fn uplink_of<'m>(m: &'m Fields<'_>, received: Instant) -> Result<(Uplink, &'m str, bool), Refusal> {
     let device_as_written = required(&m.device, "device")?;
     let device = DeviceId::new(Network::Sigfox, device_as_written)
         .map_err(|e| refuse(StatusCode::BAD_REQUEST, "bad_field", format!("device: {e}")))?;
@@ -337,7 +387,7 @@ async fn uplink_inner(
         refuse(
             StatusCode::BAD_REQUEST,
             "bad_field",
-            format!("data: \"{data_hex}\" is not hex"),
+            format!("data: \"{}\" is not hex", crate::device::excerpt(data_hex)),
         )
     })?;
     if data.len() > gateway_config::sigfox::MAX_UPLINK_BYTES {
@@ -388,7 +438,7 @@ async fn uplink_inner(
     // own time; with it, a sequence number that wrapped (12 bits) is a new message.
     let dedup_key = seq.map(|q| format!("{q}|{}", time.map_or(String::new(), |t| t.to_string())));
     let up = Uplink {
-        device: device.clone(),
+        device,
         payload: data,
         fport: None,
         received,
@@ -400,43 +450,18 @@ async fn uplink_inner(
         meta,
         network_facts: facts,
     };
-    let Some(ingested) = s.pipeline.ingest(up).await else {
-        return Ok(StatusCode::NO_CONTENT.into_response()); // a retry: published once, no second command
-    };
-    let window = if ack {
-        Some(ReceiveWindow { frames: 1 })
-    } else {
-        None
-    };
-    let plan = if window.is_some() && s.commands.has_queued(&device) {
-        let day = s.commands.now().div_euclid(DAY_MS);
-        if take_quota(s, &device, day).await {
-            let plan = s
-                .commands
-                .after_uplink(&device, &ingested.acks, window)
-                .await;
-            if plan.is_none() {
-                let _ = s.commands.store().return_daily_quota(&device, day).await;
-            }
-            plan
-        } else {
-            note_quota(s, &device, day).await;
-            s.commands.after_uplink(&device, &ingested.acks, None).await
-        }
-    } else {
-        s.commands.after_uplink(&device, &ingested.acks, None).await
-    };
-    Ok(match plan {
-        Some(plan) => {
-            let mut reply = Map::new();
-            reply.insert(
-                device_as_written.to_owned(),
-                json!({"downlinkData": hex::encode(&plan.payload)}),
-            );
-            (StatusCode::OK, axum::Json(Value::Object(reply))).into_response()
-        }
-        None => StatusCode::NO_CONTENT.into_response(),
-    })
+    Ok((up, device_as_written, ack))
+}
+
+/// Reads a DATA callback body as the uplink route does, after authentication: the
+/// pipeline uplink, or the HTTP status and message of the refusal. The one entry point
+/// for the fuzz target `sigfox_callback` (`bridge/fuzz`).
+pub fn read_uplink_callback(body: &[u8], form: bool) -> Result<Uplink, (u16, String)> {
+    let refused = |r: Refusal| (r.status().as_u16(), format!("{:?}", r.status()));
+    let fields = parse_fields(body, form).map_err(refused)?;
+    uplink_of(&fields, Instant::now())
+        .map(|(up, _, _)| up)
+        .map_err(refused)
 }
 
 async fn take_quota(s: &AppState, device: &DeviceId, day: i64) -> bool {

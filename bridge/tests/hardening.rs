@@ -499,3 +499,47 @@ fn check_config_refuses_a_storage_url_of_another_scheme() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_a_stop_left_unpublished_are_published_at_the_next_start() {
+    let mut broker = Mosquitto::start();
+    let s = settings(&broker, "bridge-owed");
+    let bridge = start_bridge(&broker, s.clone()).await;
+    let cs = ChirpstackDouble::new(&broker, "app-1").await;
+    // a device with a retained state, and watchers on persistent sessions
+    cs.up(EUI, 5, 1, "").await;
+    let mut events =
+        Watcher::new(&broker, "events-owed", &["longproto/v1/+/+/command-events"]).await;
+    let mut states = Watcher::new(&broker, "states-owed", &["longproto/v1/+/+/state"]).await;
+    states
+        .next_where(Duration::from_secs(5), |t| t.ends_with("/state"))
+        .await
+        .expect("the device's state");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // the broker goes away; a command is created (the store has it), then SIGTERM
+    broker.stop();
+    let id = create(&bridge, EUI, json!({"command": "locate"})).await;
+    bridge.shutdown().await;
+
+    broker.start_again();
+    let bridge = start_bridge(&broker, s).await;
+    let e = wait_state(&mut events, &id, "queued").await;
+    assert_eq!(e["command_id"], id.as_str());
+    // the states the session holds, then the corrected one
+    let state = loop {
+        let (_, p, _) = states
+            .next_where(Duration::from_secs(10), |t| t.ends_with("/state"))
+            .await
+            .expect("the state corrected to one pending command");
+        let state: Value = serde_json::from_slice(&p).unwrap();
+        if state["pending_commands"] == 1 {
+            break state;
+        }
+    };
+    assert_eq!(
+        state["network_info"]["application_id"], "app-1",
+        "the rest as it was: {state}"
+    );
+    bridge.shutdown().await;
+}

@@ -176,9 +176,27 @@ fn unknown(what: &str, key: &str, known: &[&str]) -> String {
     }
 }
 
+/// The largest secret file read: a secret, or a list of tokens, is far smaller; a path
+/// such as /dev/zero must end in an error, not in reading for ever.
+const MAX_SECRET_FILE: u64 = 1 << 20;
+
+fn read_small(file: &str) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(file)?
+        .take(MAX_SECRET_FILE + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_SECRET_FILE {
+        return Err(std::io::Error::other(format!(
+            "longer than {MAX_SECRET_FILE} bytes; not a secret file"
+        )));
+    }
+    Ok(text)
+}
+
 fn read_secret_files(s: &mut Settings, problems: &mut Problems) {
     let mut read = |path: &str, file: &str| -> Option<String> {
-        match std::fs::read_to_string(file) {
+        match read_small(file) {
             Ok(text) => Some(text.trim_end_matches(['\n', '\r']).to_owned()),
             Err(e) => {
                 problems.push(path, format!("cannot read \"{file}\": {e}"));

@@ -296,6 +296,16 @@ fn secrets_come_from_files() {
 }
 
 #[test]
+fn a_secret_file_that_never_ends_is_refused_not_read_for_ever() {
+    let e = load_text("[sigfox]\nsecret_file = \"/dev/zero\"\n").unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("sigfox.secret_file: cannot read \"/dev/zero\": longer than 1048576 bytes"),
+        "{e}"
+    );
+}
+
+#[test]
 fn problems_display_lists_each_one() {
     let err = load_text("[mqtt]\nkeepalive_s = 1\nclient_id = \"\"\n").unwrap_err();
     let text = err.to_string();

@@ -894,6 +894,10 @@ impl Commands {
                 .observe((entry.at - cmd.created_at).max(0) as f64 / 1000.0);
         }
         tracing::info!(command = cmd.id, device = %cmd.device, state = %entry.state, reason = entry.reason.as_deref(), "command state");
+        self.publish_event(cmd, entry).await;
+    }
+
+    async fn publish_event(&self, cmd: &Command, entry: &HistoryEntry) {
         let topic = format!(
             "{}/command-events",
             self.publisher.device_topic(&cmd.device)
@@ -901,6 +905,70 @@ impl Commands {
         self.publisher
             .publish_json(&topic, &entry.event_json(&cmd.id), false)
             .await;
+    }
+
+    /// Records that the broker holds every event up to a little before now, when it has
+    /// acknowledged everything handed to it so far (run every few seconds). The margin
+    /// covers an event stored but not yet handed to the client when this looks; at
+    /// shutdown (`stopped`), once nothing can change a command any more, there is none.
+    pub async fn confirm_events(&self, stopped: bool) {
+        if !self.publisher.ledger().level() {
+            return;
+        }
+        let through = if stopped {
+            self.now() + 1
+        } else {
+            self.now() - EVENT_MARGIN_MS
+        };
+        if let Err(e) = self.store.set_events_confirmed_through(through).await {
+            tracing::warn!(error = %e, "store failed recording the published events");
+        }
+    }
+
+    /// Publishes again the command events of every change since the last time the broker
+    /// was known to hold them all (see [`Self::confirm_events`]): after a stop with the
+    /// broker away, or a `kill -9`, a subscriber gets the events it missed (some perhaps
+    /// twice, as QoS 1 allows). Returns the devices whose commands changed meanwhile. A
+    /// store that never recorded a time (a new one) owes nothing.
+    pub async fn republish_owed_events(&self) -> Vec<DeviceId> {
+        let since = match self.store.events_confirmed_through().await {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                let _ = self.store.set_events_confirmed_through(self.now()).await;
+                return Vec::new();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "store failed reading the published events");
+                return Vec::new();
+            }
+        };
+        let owed = match self.store.history_since(since).await {
+            Ok(owed) => owed,
+            Err(e) => {
+                tracing::warn!(error = %e, "store failed reading the events owed");
+                return Vec::new();
+            }
+        };
+        let mut devices = Vec::new();
+        for (cmd, entry) in &owed {
+            self.publish_event(cmd, entry).await;
+            if !devices.contains(&cmd.device) {
+                devices.push(cmd.device.clone());
+            }
+        }
+        if !owed.is_empty() {
+            tracing::info!(
+                events = owed.len(),
+                devices = devices.len(),
+                "command events since the broker last held them all published again"
+            );
+        }
+        devices
+    }
+
+    /// How many commands of a device are on their way, from the store.
+    pub async fn pending_of(&self, device: &DeviceId) -> Option<u64> {
+        self.store.pending_count(device).await.ok()
     }
 
     /// Publishes a refused MQTT request on the device's command-events topic.
@@ -921,6 +989,10 @@ impl Commands {
         }
     }
 }
+
+/// How far behind now [`Commands::confirm_events`] records the broker holding every
+/// event: an event is handed to the client right after its store write, far within this.
+const EVENT_MARGIN_MS: i64 = 10_000;
 
 fn valid_id(s: &str) -> bool {
     (1..=64).contains(&s.len())

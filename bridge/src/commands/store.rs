@@ -177,6 +177,16 @@ pub trait CommandStore: Send + Sync + 'static {
     /// Gives back a downlink taken from today's quota (the network did not send it).
     fn return_daily_quota(&self, device: &DeviceId, day: i64)
     -> impl Future<Output = R<()>> + Send;
+    /// The time up to which every command event is known to be published (the broker
+    /// acknowledged it); `None` before the first one is recorded.
+    fn events_confirmed_through(&self) -> impl Future<Output = R<Option<i64>>> + Send;
+    /// Records that every command event up to `at` is published.
+    fn set_events_confirmed_through(&self, at: i64) -> impl Future<Output = R<()>> + Send;
+    /// Every state change at or after `at`, with its command, in the order they happened.
+    fn history_since(
+        &self,
+        at: i64,
+    ) -> impl Future<Output = R<Vec<(Command, HistoryEntry)>>> + Send;
     /// Whether the store answers.
     fn ping(&self) -> impl Future<Output = bool> + Send;
     /// Housekeeping off the request path, run every second.
@@ -193,6 +203,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../../migrations/0002_scheduled_by_time.sql"),
     ),
+    (3, include_str!("../../migrations/0003_events_owed.sql")),
 ];
 
 /// SQLite in WAL mode. Creating a command commits with `synchronous = FULL`: the `202`
@@ -940,6 +951,54 @@ impl CommandStore for SqliteStore {
         if let Err(e) = r {
             tracing::warn!(error = %e, "WAL checkpoint failed");
         }
+    }
+
+    async fn events_confirmed_through(&self) -> R<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT value FROM bridge_meta WHERE key = 'events_confirmed_through'",
+        )
+        .fetch_optional(&self.reader)
+        .await?)
+    }
+
+    async fn set_events_confirmed_through(&self, at: i64) -> R<()> {
+        sqlx::query(
+            "INSERT INTO bridge_meta (key, value) VALUES ('events_confirmed_through', ?1) \
+             ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+        )
+        .bind(at)
+        .execute(&mut *self.writer.lock().await)
+        .await?;
+        Ok(())
+    }
+
+    async fn history_since(&self, at: i64) -> R<Vec<(Command, HistoryEntry)>> {
+        let rows = sqlx::query(concat!(
+            "SELECT h.state AS h_state, h.at AS h_at, h.reason AS h_reason, h.attempt AS h_attempt, ",
+            "c.id AS id, c.device AS device, c.body AS body, c.counter AS counter, c.confirmed AS confirmed, ",
+            "c.state AS state, c.attempts AS attempts, c.created_at AS created_at, c.expires_at AS expires_at, ",
+            "c.network_ref AS network_ref, c.reason AS reason ",
+            "FROM command_history h JOIN commands c ON c.id = h.command_id ",
+            "WHERE h.at >= ? ORDER BY h.at, h.rowid"
+        ))
+        .bind(at)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let state: String = row.try_get("h_state")?;
+                let entry = HistoryEntry {
+                    state: CommandState::from_name(&state)
+                        .ok_or_else(|| StoreError::Corrupt(state.clone()))?,
+                    at: row.try_get("h_at")?,
+                    reason: row.try_get("h_reason")?,
+                    attempt: row
+                        .try_get::<Option<i64>, _>("h_attempt")?
+                        .map(|a| a as u32),
+                };
+                Ok((row_to_command(row)?, entry))
+            })
+            .collect()
     }
 
     async fn ping(&self) -> bool {
