@@ -23,6 +23,9 @@ use std::fmt;
 
 /// The event, or `None` when it holds anything this reader leaves to `chirpstack_api`.
 pub fn read_up(payload: &[u8]) -> Option<ev::UplinkEvent> {
+    if !objects_where_chirpstack_api_wants_them(payload) {
+        return None;
+    }
     let up: Up = serde_json::from_slice(payload).ok()?;
     Some(ev::UplinkEvent {
         deduplication_id: up.deduplication_id,
@@ -86,6 +89,54 @@ pub fn read_up(payload: &[u8]) -> Option<ev::UplinkEvent> {
         region_config_id: up.region_config_id,
         ..Default::default()
     })
+}
+
+/// Whether every array in `payload` is the value of `rxInfo`, and it is an object: a
+/// derived `Deserialize` also reads a struct from an array of its fields (`[]` is an
+/// event with every field at its default), which `chirpstack_api`'s reader refuses. One
+/// pass over the bytes, skipping strings.
+fn objects_where_chirpstack_api_wants_them(payload: &[u8]) -> bool {
+    let mut in_string = false;
+    let mut escaped = false;
+    // the last key seen, as its bytes, and whether a `:` followed it
+    let mut key_start = 0;
+    let mut key = &payload[..0];
+    let mut after_colon = false;
+    let mut first = true;
+    for (i, &b) in payload.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+                key = &payload[key_start..i];
+            }
+            continue;
+        }
+        if b.is_ascii_whitespace() {
+            continue;
+        }
+        if first {
+            if b != b'{' {
+                return false;
+            }
+            first = false;
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                key_start = i + 1;
+                after_colon = false;
+            }
+            b':' => after_colon = true,
+            b'[' if !(after_colon && key == b"rxInfo") => return false,
+            _ => after_colon = false,
+        }
+    }
+    !first
 }
 
 #[derive(Deserialize)]
@@ -468,6 +519,12 @@ mod tests {
             r#"{"txInfo":{"modulation":{"lora":{"codeRate":"CR_4_6","preamble":8,"noCrc":true}}}}"#,
             r#"{"adr":null,"confirmed":true}"#,
             r#"{}"#,
+            // a struct written as an array of its fields (found by fuzzing `[]`)
+            "[\n]",
+            r#"{"deviceInfo":[]}"#,
+            r#"{"rxInfo":[[]]}"#,
+            r#"{"txInfo":[868100000]}"#,
+            r#"{"deviceName":"a [1]","rxInfo":[{"gatewayId":"[x]"}]}"#,
         ] {
             let full = serde_json::from_str::<ev::UplinkEvent>(json);
             match (read_up(json.as_bytes()), full) {

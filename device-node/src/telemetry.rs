@@ -724,19 +724,22 @@ fn decode_record(payload: &[u8], pos: &mut usize) -> Result<Record, DecodeError>
 }
 
 /// Encodes records one after another into `out`; returns the length and the clamped
-/// fields of all of them.
+/// fields of all of them. When `out` is too small, the error says how many bytes all the
+/// records need, so that a buffer of that size takes them.
 pub fn encode_uplink(
     records: &[Record],
     out: &mut [u8],
 ) -> Result<(usize, Saturated), EncodeError> {
     let mut pos = 0;
     let mut sat = Saturated::empty();
-    for r in records {
-        let needed = pos + r.encoded_len();
+    for (i, r) in records.iter().enumerate() {
         let start = pos.min(out.len());
-        let (n, s) = r
-            .encode(&mut out[start..])
-            .map_err(|_| EncodeError::BufferTooSmall { needed })?;
+        let (n, s) = r.encode(&mut out[start..]).map_err(|_| {
+            let rest: usize = records[i..].iter().map(Record::encoded_len).sum();
+            EncodeError::BufferTooSmall {
+                needed: pos + rest,
+            }
+        })?;
         pos += n;
         sat.insert(s);
     }

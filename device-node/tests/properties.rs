@@ -338,4 +338,15 @@ fn encode_reports_a_small_buffer() {
         telemetry::encode_uplink(&[status, r], &mut out),
         Err(device_node::EncodeError::BufferTooSmall { needed: 17 })
     );
+    // `needed` is what all the records take, not only the one that did not fit: a
+    // buffer of that size takes them
+    let three = [status, r, r];
+    let Err(device_node::EncodeError::BufferTooSmall { needed }) =
+        telemetry::encode_uplink(&three, &mut out)
+    else {
+        panic!("14 bytes do not take 22")
+    };
+    assert_eq!(needed, 22);
+    let mut exact = vec![0u8; needed];
+    assert_eq!(telemetry::encode_uplink(&three, &mut exact).unwrap().0, 22);
 }
