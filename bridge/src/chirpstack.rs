@@ -198,7 +198,7 @@ pub fn parse_event(event: &str, payload: &[u8], marshaler: Marshaler) -> Result<
                     .map(Event::$variant)
                     .map_err(|e| EventError::Json {
                         event: event.to_owned(),
-                        message: e.to_string(),
+                        message: name_the_number(payload, e.to_string()),
                     })
             } else {
                 <$ty>::decode(payload)
@@ -226,6 +226,73 @@ pub fn parse_event(event: &str, payload: &[u8], marshaler: Marshaler) -> Result<
         "log" => read!(Log, ev::LogEvent),
         "location" => read!(Location, ev::LocationEvent),
         other => Err(EventError::Unhandled(other.to_owned())),
+    }
+}
+
+/// The whole-number fields of ChirpStack's events and the range of each (protobuf's
+/// uint32 or int32).
+const WHOLE_NUMBERS: [(&str, i64, i64); 16] = [
+    ("fPort", 0, u32::MAX as i64),
+    ("fCnt", 0, u32::MAX as i64),
+    ("fCntDown", 0, u32::MAX as i64),
+    ("dr", 0, u32::MAX as i64),
+    ("downlinkId", 0, u32::MAX as i64),
+    ("uplinkId", 0, u32::MAX as i64),
+    ("frequency", 0, u32::MAX as i64),
+    ("bandwidth", 0, u32::MAX as i64),
+    ("spreadingFactor", 0, u32::MAX as i64),
+    ("preamble", 0, u32::MAX as i64),
+    ("channel", 0, u32::MAX as i64),
+    ("rfChain", 0, u32::MAX as i64),
+    ("board", 0, u32::MAX as i64),
+    ("antenna", 0, u32::MAX as i64),
+    ("power", i32::MIN as i64, i32::MAX as i64),
+    ("rssi", i32::MIN as i64, i32::MAX as i64),
+];
+
+/// pbjson reads numbers through an untagged enum, whose errors ("data did not match any
+/// variant of untagged enum …", "invalid digit found in string") name no field: this
+/// finds the whole-number field whose value is not one (or is out of its range) and says
+/// so, keeping serde's position. Runs only for an event that did not read.
+fn name_the_number(payload: &[u8], message: String) -> String {
+    fn find(v: &Value, path: &str) -> Option<String> {
+        match v {
+            Value::Object(m) => m.iter().find_map(|(k, v)| {
+                let here = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                if let Some(&(_, lo, hi)) = WHOLE_NUMBERS.iter().find(|(n, _, _)| n == k) {
+                    let n = match v {
+                        Value::Number(n) => n.as_i64().filter(|_| n.is_i64() || n.is_u64()),
+                        Value::String(t) => t.trim().parse::<i64>().ok(),
+                        _ => return find(v, &here),
+                    };
+                    if !n.is_some_and(|n| (lo..=hi).contains(&n)) {
+                        return Some(format!(
+                            "{here}: {} is not a whole number in {lo}..={hi}",
+                            crate::device::excerpt(&v.to_string())
+                        ));
+                    }
+                    return None;
+                }
+                find(v, &here)
+            }),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| find(v, &format!("{path}[{i}]"))),
+            _ => None,
+        }
+    }
+    let Ok(value) = serde_json::from_slice::<Value>(payload) else {
+        return message;
+    };
+    match (find(&value, ""), message.rfind(" at line ")) {
+        (Some(named), Some(at)) => format!("{named}{}", &message[at..]),
+        (Some(named), None) => named,
+        (None, _) => message,
     }
 }
 
@@ -908,6 +975,32 @@ mod tests {
             }
         }
         assert!(n >= 11, "read {n} fixtures");
+    }
+
+    #[test]
+    fn a_number_out_of_range_is_named() {
+        for (body, named) in [
+            (
+                r#"{"deduplicationId":"d","fPort":-1}"#,
+                "fPort: -1 is not a whole number in 0..=4294967295",
+            ),
+            (
+                r#"{"deduplicationId":"d","fCnt":1e20}"#,
+                "fCnt: 1e+20 is not a whole number",
+            ),
+            (
+                r#"{"deduplicationId":"d","dr":1099511627776}"#,
+                "dr: 1099511627776 is not",
+            ),
+            (
+                r#"{"rxInfo":[{"rssi":-90},{"rssi":"x"}]}"#,
+                "rxInfo[1].rssi: \"x\" is not",
+            ),
+        ] {
+            let e = parse_event("up", body.as_bytes(), Marshaler::Json).unwrap_err();
+            assert!(e.to_string().contains(named), "{body}: {e}");
+            assert!(e.to_string().contains(" at line 1 column"), "{e}");
+        }
     }
 
     #[test]

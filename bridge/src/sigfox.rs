@@ -20,10 +20,15 @@ use axum::response::{IntoResponse, Response};
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value, json};
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Mutex;
 use std::time::Instant;
+
+/// How long a callback without `time` counts as a copy of one with the same seqNumber:
+/// Sigfox retries a callback after 1, 2 and 4 minutes; the 12-bit counter takes days to
+/// wrap (at most 140 messages a day).
+const UNTIMED_COPY_WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// Sigfox settings and the per-day record of quota refusals already written.
 pub struct SigfoxState {
@@ -33,6 +38,9 @@ pub struct SigfoxState {
     pub daily_downlinks: u8,
     /// (device, day) pairs whose quota refusal is already in the commands' history.
     quota_noted: Mutex<HashSet<(DeviceId, i64)>>,
+    /// The last callbacks by (device, seqNumber): when, its dedup key, and whether it
+    /// carried a `time`; kept for [`UNTIMED_COPY_WINDOW`].
+    recent_seq: Mutex<HashMap<(DeviceId, u16), (Instant, String, bool)>>,
 }
 
 impl SigfoxState {
@@ -42,7 +50,36 @@ impl SigfoxState {
             secret: secret.to_owned(),
             daily_downlinks,
             quota_noted: Mutex::new(HashSet::new()),
+            recent_seq: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The dedup key of a callback: its own (`seqNumber|time`), unless a callback with
+    /// the same seqNumber arrived within [`UNTIMED_COPY_WINDOW`] and one of the two has no
+    /// `time`: then it is a copy, and takes that one's key (a template that leaves `time`
+    /// out on a retry must not take a second command). Two callbacks that both carry a
+    /// time differ when their times do: the counter wrapped.
+    fn dedup_key(
+        &self,
+        device: &DeviceId,
+        seq: u16,
+        has_time: bool,
+        own: Option<String>,
+        now: Instant,
+    ) -> Option<String> {
+        let own = own?;
+        let mut recent = lock(&self.recent_seq);
+        if recent.len() > 10_000 {
+            recent.retain(|_, (at, _, _)| now.duration_since(*at) < UNTIMED_COPY_WINDOW);
+        }
+        let key = (device.clone(), seq);
+        if let Some((at, earlier, earlier_has_time)) = recent.get(&key) {
+            if now.duration_since(*at) < UNTIMED_COPY_WINDOW && !(has_time && *earlier_has_time) {
+                return Some(earlier.clone());
+            }
+        }
+        recent.insert(key, (now, own.clone(), has_time));
+        Some(own)
     }
 }
 
@@ -334,8 +371,14 @@ async fn uplink_inner(
     received: Instant,
 ) -> Result<Response, Refusal> {
     let m = read_callback(s, headers, &body)?;
-    let (up, device_as_written, ack) = uplink_of(&m, received)?;
+    let (mut up, device_as_written, ack) = uplink_of(&m, received)?;
     let device = up.device.clone();
+    if let Some(seq) = number::<u16>(&m.seq_number, "seqNumber")? {
+        let has_time = text(&m.time).is_some_and(|t| !t.is_empty());
+        up.dedup_key = s
+            .sigfox
+            .dedup_key(&device, seq, has_time, up.dedup_key.take(), received);
+    }
     let Some(ingested) = s.pipeline.ingest(up).await else {
         return Ok(StatusCode::NO_CONTENT.into_response()); // a retry: published once, no second command
     };

@@ -543,3 +543,36 @@ async fn events_a_stop_left_unpublished_are_published_at_the_next_start() {
     );
     bridge.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigfox_retry_that_leaves_out_time_takes_no_second_command() {
+    let broker = Mosquitto::start();
+    let bridge = start_bridge(&broker, settings(&broker, "bridge-retry")).await;
+    let addr = bridge.http_addr();
+    for _ in 0..2 {
+        let (status, v) = api(
+            addr,
+            "POST",
+            "/v1/devices/sigfox/1a2b3c/commands",
+            Some(&json!({"command": "unlock"})),
+        )
+        .await;
+        assert_eq!(status, 202, "{v}");
+    }
+    let auth = format!("Bearer {SIGFOX_SECRET}");
+    let with_time =
+        br#"{"device":"1A2B3C","time":1718031845,"data":"00","seqNumber":17,"ack":true}"#;
+    let without = br#"{"device":"1A2B3C","data":"00","seqNumber":17,"ack":true}"#;
+    let (status, reply) = sigfox_callback(addr, "/v1/sigfox/uplink", &auth, with_time).await;
+    assert_eq!(status, 200, "{reply}");
+    let (status, reply) = sigfox_callback(addr, "/v1/sigfox/uplink", &auth, without).await;
+    assert_eq!(status, 204, "a copy took a command: {reply}");
+    // the other way round: a first callback without time, its copy with one
+    let first = br#"{"device":"1A2B3C","data":"00","seqNumber":18,"ack":true}"#;
+    let copy = br#"{"device":"1A2B3C","time":1718031905,"data":"00","seqNumber":18,"ack":true}"#;
+    let (status, reply) = sigfox_callback(addr, "/v1/sigfox/uplink", &auth, first).await;
+    assert_eq!(status, 200, "{reply}");
+    let (status, reply) = sigfox_callback(addr, "/v1/sigfox/uplink", &auth, copy).await;
+    assert_eq!(status, 204, "a copy took a command: {reply}");
+    bridge.shutdown().await;
+}
