@@ -40,8 +40,12 @@ pub struct SigfoxState {
     quota_noted: Mutex<HashSet<(DeviceId, i64)>>,
     /// The last callbacks by (device, seqNumber): when, its dedup key, and whether it
     /// carried a `time`; kept for [`UNTIMED_COPY_WINDOW`].
-    recent_seq: Mutex<HashMap<(DeviceId, u16), (Instant, String, bool)>>,
+    recent_seq: Mutex<HashMap<(DeviceId, u16), SeenCallback>>,
 }
+
+/// A callback as [`SigfoxState::dedup_key`] remembers it: when, its dedup key, and
+/// whether it carried a `time`.
+type SeenCallback = (Instant, String, bool);
 
 impl SigfoxState {
     /// From `[sigfox]`.

@@ -736,9 +736,7 @@ pub fn encode_uplink(
         let start = pos.min(out.len());
         let (n, s) = r.encode(&mut out[start..]).map_err(|_| {
             let rest: usize = records[i..].iter().map(Record::encoded_len).sum();
-            EncodeError::BufferTooSmall {
-                needed: pos + rest,
-            }
+            EncodeError::BufferTooSmall { needed: pos + rest }
         })?;
         pos += n;
         sat.insert(s);
