@@ -417,12 +417,57 @@ struct Time(Timestamp);
 impl<'de> Deserialize<'de> for Time {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        if !as_chirpstack_writes_it(s.as_bytes()) {
+            return Err(de::Error::custom(
+                "a time this reader leaves to chirpstack_api",
+            ));
+        }
         let t = time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
             .map_err(de::Error::custom)?;
         Ok(Time(Timestamp {
             seconds: t.unix_timestamp(),
             nanos: t.nanosecond() as i32,
         }))
+    }
+}
+
+/// Whether a time has exactly the shape ChirpStack writes: `YYYY-MM-DDTHH:MM:SS`, an
+/// optional fraction, then `Z` or `±HH:MM`, with seconds below 60. The `time` crate's
+/// RFC 3339 parser is more lenient than `chirpstack_api`'s (it took any byte between
+/// the date and the time: found by fuzzing), and this reader may only take what that one
+/// takes.
+fn as_chirpstack_writes_it(t: &[u8]) -> bool {
+    let digits =
+        |r: std::ops::Range<usize>| t.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let at = |i: usize, c: u8| t.get(i) == Some(&c);
+    if !(digits(0..4)
+        && at(4, b'-')
+        && digits(5..7)
+        && at(7, b'-')
+        && digits(8..10)
+        && at(10, b'T'))
+        || !(digits(11..13) && at(13, b':') && digits(14..16) && at(16, b':') && digits(17..19))
+        || t[17] >= b'6'
+    {
+        return false;
+    }
+    let mut i = 19;
+    if at(i, b'.') {
+        let start = i + 1;
+        i = start;
+        while t.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start || i - start > 9 {
+            return false;
+        }
+    }
+    match &t[i.min(t.len())..] {
+        b"Z" => true,
+        [sign, h1, h2, b':', m1, m2] => {
+            matches!(sign, b'+' | b'-') && [h1, h2, m1, m2].iter().all(|d| d.is_ascii_digit())
+        }
+        _ => false,
     }
 }
 
@@ -525,6 +570,12 @@ mod tests {
             r#"{"rxInfo":[[]]}"#,
             r#"{"txInfo":[868100000]}"#,
             r#"{"deviceName":"a [1]","rxInfo":[{"gatewayId":"[x]"}]}"#,
+            // a separator the time crate takes and chirpstack_api does not (fuzzing)
+            r#"{"time":"2025-06-13[12:51:07.118204+00:00"}"#,
+            r#"{"time":"2025-06-13t12:51:07Z"}"#,
+            r#"{"time":"2025-06-13T12:51:60Z"}"#,
+            r#"{"time":"2025-06-13T12:51:07.1234567891Z"}"#,
+            r#"{"time":"2025-06-13T12:51:07+0000"}"#,
         ] {
             let full = serde_json::from_str::<ev::UplinkEvent>(json);
             match (read_up(json.as_bytes()), full) {
