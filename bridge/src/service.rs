@@ -530,22 +530,38 @@ async fn correct_retained_states(
         return;
     };
     o.set_clean_session(true);
-    let (client, mut eventloop) = AsyncClient::new(o, 16);
-    let filters = topics
-        .iter()
-        .map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
+    // room for every SUBSCRIBE at once (up to 409,600 devices)
+    let (client, mut eventloop) = AsyncClient::new(o, 4096);
+    // a hundred topics a SUBSCRIBE, well within any packet size limit
+    let chunks: Vec<Vec<rumqttc::SubscribeFilter>> = topics
+        .chunks(100)
+        .map(|c| {
+            c.iter()
+                .map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce))
+                .collect()
+        })
+        .collect();
     let mut retained = std::collections::HashMap::new();
+    let mut acked = 0;
     let read = async {
         loop {
             match eventloop.poll().await {
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
-                    let _ = client.try_subscribe_many(filters.clone());
+                    acked = 0;
+                    for c in &chunks {
+                        let _ = client.try_subscribe_many(c.clone());
+                    }
                 }
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) if p.retain => {
                     retained.insert(p.topic.clone(), p.payload.clone());
                 }
-                // retained messages come before the SUBACK; a short wait covers a broker
-                // that sends them after
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)))
+                    if acked + 1 < chunks.len() =>
+                {
+                    acked += 1;
+                }
+                // retained messages come before the last SUBACK; a short wait covers a
+                // broker that sends them after
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
                     let _ = tokio::time::timeout(Duration::from_millis(300), async {
                         while let Ok(ev) = eventloop.poll().await {
