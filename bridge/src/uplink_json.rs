@@ -278,10 +278,10 @@ macro_rules! integer {
             fn from_i64(v: i64) -> Option<Self> {
                 <$t>::try_from(v).ok()
             }
-            fn from_f64(v: f64) -> Option<Self> {
-                // an integral float that fits, as pbjson accepts
-                (v.fract() == 0.0 && v >= <$t>::MIN as f64 && v <= <$t>::MAX as f64)
-                    .then_some(v as $t)
+            fn from_f64(_: f64) -> Option<Self> {
+                // pbjson refuses a float for an integer, even `12.0` (found by fuzzing:
+                // a bandwidth of 12.000 was taken here and refused there)
+                None
             }
         }
     };
@@ -570,6 +570,10 @@ mod tests {
             r#"{"rxInfo":[[]]}"#,
             r#"{"txInfo":[868100000]}"#,
             r#"{"deviceName":"a [1]","rxInfo":[{"gatewayId":"[x]"}]}"#,
+            // an integer written as a float (fuzzing)
+            r#"{"fCnt":12.0}"#,
+            r#"{"txInfo":{"modulation":{"lora":{"bandwidth":12.000}}}}"#,
+            r#"{"rxInfo":[{"rssi":-90.0}]}"#,
             // a separator the time crate takes and chirpstack_api does not (fuzzing)
             r#"{"time":"2025-06-13[12:51:07.118204+00:00"}"#,
             r#"{"time":"2025-06-13t12:51:07Z"}"#,
