@@ -343,12 +343,18 @@ impl<N> Default for Enum<N> {
 
 trait EnumNames {
     fn value(name: &str) -> Option<i32>;
+    /// Whether a number is one of the enum's values (pbjson refuses any other: found by
+    /// fuzzing, `"deviceClassEnabled": 7`).
+    fn known(n: i32) -> bool;
 }
 
 struct DeviceClassName;
 impl EnumNames for DeviceClassName {
     fn value(name: &str) -> Option<i32> {
         DeviceClass::from_str_name(name).map(|v| v as i32)
+    }
+    fn known(n: i32) -> bool {
+        DeviceClass::try_from(n).is_ok()
     }
 }
 
@@ -357,12 +363,18 @@ impl EnumNames for CrcStatusName {
     fn value(name: &str) -> Option<i32> {
         CrcStatus::from_str_name(name).map(|v| v as i32)
     }
+    fn known(n: i32) -> bool {
+        CrcStatus::try_from(n).is_ok()
+    }
 }
 
 struct CodeRateName;
 impl EnumNames for CodeRateName {
     fn value(name: &str) -> Option<i32> {
         CodeRate::from_str_name(name).map(|v| v as i32)
+    }
+    fn known(n: i32) -> bool {
+        CodeRate::try_from(n).is_ok()
     }
 }
 
@@ -381,13 +393,17 @@ impl<'de, N: EnumNames> Deserialize<'de> for Enum<N> {
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
                 i32::try_from(v)
+                    .ok()
+                    .filter(|n| N::known(*n))
                     .map(|n| Enum(n, std::marker::PhantomData))
-                    .map_err(|_| E::custom("out of range"))
+                    .ok_or_else(|| E::custom("not a value of the enum"))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
                 i32::try_from(v)
+                    .ok()
+                    .filter(|n| N::known(*n))
                     .map(|n| Enum(n, std::marker::PhantomData))
-                    .map_err(|_| E::custom("out of range"))
+                    .ok_or_else(|| E::custom("not a value of the enum"))
             }
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
                 Ok(Enum(0, std::marker::PhantomData))
@@ -570,6 +586,9 @@ mod tests {
             r#"{"rxInfo":[[]]}"#,
             r#"{"txInfo":[868100000]}"#,
             r#"{"deviceName":"a [1]","rxInfo":[{"gatewayId":"[x]"}]}"#,
+            // an enum number that is no value of the enum (fuzzing)
+            r#"{"deviceInfo":{"deviceClassEnabled":7}}"#,
+            r#"{"rxInfo":[{"crcStatus":-1}]}"#,
             // an integer written as a float (fuzzing)
             r#"{"fCnt":12.0}"#,
             r#"{"txInfo":{"modulation":{"lora":{"bandwidth":12.000}}}}"#,
