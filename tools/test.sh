@@ -2,8 +2,9 @@
 # longproto's one test command, for a newcomer and for CI alike:
 #   ./tools/test.sh
 # It installs what the tests need when it is missing (mosquitto from apt, the
-# thumbv6m-none-eabi target, clippy and rustfmt, elf2uf2-rs, defmt-print, rp2040js from
-# npm; Node.js from apt if the machine has none), then runs every check.
+# thumbv6m-none-eabi target, clippy and rustfmt, elf2uf2-rs, defmt-print, cargo-nextest
+# and cargo-fuzz, rp2040js from npm; Node.js from apt if the machine has none), then runs
+# every check.
 # protoc needs no install: tools/protoc finds one (see .cargo/config.toml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,9 +15,9 @@ step() { printf '\n==> %s\n' "$*"; }
 # of caches to the target directory.
 if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
 
-# A cold run builds about 5 GB of artifacts; a full disk would otherwise surface as
+# A cold run builds about 6.5 GB of artifacts; a full disk would otherwise surface as
 # "No space left on device" from deep inside a compiler.
-need_gb=5
+need_gb=7
 target_dir=${CARGO_TARGET_DIR:-target}
 mkdir -p "$target_dir"
 free_gb=$(df -Pk "$target_dir" | awk 'NR == 2 { printf "%d", $4 / 1048576 }')
@@ -86,6 +87,9 @@ cargo nextest run --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 summary=$(grep -E 'tests run: ' "$log" | tail -n 1)
 passed=$(sed -nE 's/.* ([0-9]+) passed.*/\1/p' <<<"$summary")
 failed=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$summary")
+
+step "fuzz: every fuzz target for a few seconds from its committed corpus (tools/fuzz.sh)"
+./tools/fuzz.sh 6
 
 step "README: the run command exactly as written (only --duration-s added) reaches executed on every network"
 # the first `cargo run` line of the README's shell blocks, so that an edit that breaks
