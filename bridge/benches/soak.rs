@@ -45,21 +45,10 @@ struct Bridge {
 
 impl Bridge {
     fn new(broker: &Mosquitto) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = write_config(
-            dir.path(),
-            broker,
-            "bridge-soak",
-            &format!("127.0.0.1:{port}"),
-        );
+        let (config, addr, dir) = binary_config(broker, "bridge-soak");
         Bridge {
             config,
-            addr: ([127, 0, 0, 1], port).into(),
+            addr,
             child: None,
             _dir: dir,
         }

@@ -15,21 +15,10 @@ struct Binary {
 
 impl Binary {
     fn new(broker: &Mosquitto) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = write_config(
-            dir.path(),
-            broker,
-            "bridge-kill9",
-            &format!("127.0.0.1:{port}"),
-        );
+        let (config, addr, dir) = binary_config(broker, "bridge-kill9");
         Binary {
             config,
-            addr: ([127, 0, 0, 1], port).into(),
+            addr,
             _dir: dir,
         }
     }

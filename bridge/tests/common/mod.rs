@@ -611,6 +611,18 @@ pub async fn start_bridge_with_clock(
 
 /// Writes a configuration file for the real binary: this broker, a client id, an HTTP
 /// bind, the test token and a store in `dir`.
+/// A configuration for the real binary on `broker`, its store and the file in a
+/// directory of its own, HTTP on a free port: (config file, HTTP address, directory).
+pub fn binary_config(
+    broker: &Mosquitto,
+    client_id: &str,
+) -> (PathBuf, SocketAddr, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), broker, client_id, &format!("127.0.0.1:{port}"));
+    (config, ([127, 0, 0, 1], port).into(), dir)
+}
+
 pub fn write_config(
     dir: &std::path::Path,
     broker: &Mosquitto,
