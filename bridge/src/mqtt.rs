@@ -37,6 +37,28 @@ impl Ledger {
         self.acknowledged.load(Ordering::Acquire) >= handed
     }
 
+    /// Waits up to `limit` for the broker to acknowledge everything handed over; whether
+    /// it did. At shutdown, before DISCONNECT: mosquitto drops the PUBACK of a PUBLISH
+    /// that arrives together with the DISCONNECT.
+    pub async fn settle(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while !self.level() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
+    /// (handed over, acknowledged) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.handed.load(Ordering::Acquire),
+            self.acknowledged.load(Ordering::Acquire),
+        )
+    }
+
     fn handed(&self) {
         self.handed.fetch_add(1, Ordering::AcqRel);
     }

@@ -206,15 +206,16 @@ impl Bridge {
                 let _ = expiry.await;
                 flush_pipeline.flush_states(true).await;
                 let _ = confirmer.await;
-                let _ = flush_pipeline
-                    .publisher()
+                let publisher = flush_pipeline.publisher();
+                let _ = publisher
                     .try_publish(&status_topic, b"offline".to_vec(), true)
                     .await;
+                // every message acknowledged before DISCONNECT; then, if the broker holds
+                // every event, nothing is owed at the next start
+                publisher.ledger().settle(Duration::from_secs(2)).await;
+                queue.confirm_events(true).await;
                 let _ = client.disconnect().await;
                 let _ = connection.await;
-                // the broker closed the connection after our DISCONNECT: if it holds
-                // every event, nothing is owed at the next start
-                queue.confirm_events(true).await;
             };
             if tokio::time::timeout(SHUTDOWN_GRACE, orderly).await.is_err() {
                 tracing::warn!(

@@ -913,6 +913,14 @@ impl Commands {
     /// shutdown (`stopped`), once nothing can change a command any more, there is none.
     pub async fn confirm_events(&self, stopped: bool) {
         if !self.publisher.ledger().level() {
+            if stopped {
+                let (handed, acknowledged) = self.publisher.ledger().counts();
+                tracing::warn!(
+                    handed,
+                    acknowledged,
+                    "stopping with messages the broker has not acknowledged: their events go out again at the next start"
+                );
+            }
             return;
         }
         let through = if stopped {
