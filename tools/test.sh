@@ -54,6 +54,14 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "the service as packaged (no demo feature): it builds, and links no broker or simulator"
+cargo clippy -p longproto-bridge --no-default-features --lib --bins --locked -- -D warnings
+linked=$(cargo tree -p longproto-bridge --no-default-features -e normal --locked --prefix none |
+    grep -E '^(rumqttd|lorawan|tempfile|longproto-fleet) ' || true)
+if [ -n "$linked" ]; then
+    echo "the service links what only the demo needs:"; echo "$linked"; exit 1
+fi
+
 step "firmware: device-node/rp2040 in release, its UF2, and its size budget"
 command -v elf2uf2-rs >/dev/null 2>&1 || cargo install --locked elf2uf2-rs --no-default-features
 firmware=target/thumbv6m-none-eabi/release/longproto-node-rp2040

@@ -20,7 +20,7 @@
 mod common;
 
 use common::*;
-use longproto_bridge::fleet::{self, FleetSpec, Mode, Targets};
+use longproto_fleet::{self as fleet, FleetSpec, Mode, Targets};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

@@ -91,38 +91,50 @@ pub fn run_tool(cli: &Cli, command: &Command) -> ExitCode {
         }
         Command::Decode { codec, fport, hex } => report(decode(codec, *fport, hex)),
         Command::EncodeCommand { json } => report(encode_command(json)),
-        Command::Demo { duration_s } => {
-            let settings = if cli.config.is_empty() {
-                None
-            } else {
-                match load_settings(&cli.config) {
-                    Ok(s) => Some(s),
-                    Err(problems) => {
-                        eprint!("{problems}");
-                        return ExitCode::FAILURE;
-                    }
-                }
-            };
-            // warnings only (RUST_LOG wins); the embedded broker's own log stays quiet
-            let logging = gateway_config::LoggingSettings {
-                level: "warn,rumqttd=off".into(),
-                ..Default::default()
-            };
-            crate::logging::init(&logging);
-            let opts = crate::demo::DemoOptions {
-                duration: duration_s.map(std::time::Duration::from_secs),
-                settings,
-            };
-            let run = tokio::runtime::Runtime::new()
-                .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(crate::demo::run(opts)));
-            match run {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
+        Command::Demo { duration_s } => demo(cli, *duration_s),
+    }
+}
+
+#[cfg(not(feature = "demo"))]
+fn demo(_: &Cli, _: Option<u64>) -> ExitCode {
+    eprintln!(
+        "error: this longproto-bridge is built without the demo (cargo feature `demo`); \
+         from the source tree: cargo run -p longproto-bridge -- demo"
+    );
+    ExitCode::FAILURE
+}
+
+#[cfg(feature = "demo")]
+fn demo(cli: &Cli, duration_s: Option<u64>) -> ExitCode {
+    let settings = if cli.config.is_empty() {
+        None
+    } else {
+        match load_settings(&cli.config) {
+            Ok(s) => Some(s),
+            Err(problems) => {
+                eprint!("{problems}");
+                return ExitCode::FAILURE;
             }
+        }
+    };
+    // warnings only (RUST_LOG wins); the embedded broker's own log stays quiet
+    let logging = gateway_config::LoggingSettings {
+        level: "warn,rumqttd=off".into(),
+        ..Default::default()
+    };
+    crate::logging::init(&logging);
+    let opts = crate::demo::DemoOptions {
+        duration: duration_s.map(std::time::Duration::from_secs),
+        settings,
+    };
+    let run = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(crate::demo::run(opts)));
+    match run {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -8,7 +8,7 @@
 //! an unlock, a locate and a lock through the real HTTP API and prints every state change
 //! with its latency, one line per event (the same on a terminal and in a file).
 use crate::clock::rfc3339;
-use crate::fleet::{Class, Fleet, Mode, Radio, SimDevice, Targets, Vehicle};
+use longproto_fleet::{Class, Fleet, Mode, Radio, SimDevice, Targets, Vehicle};
 use crate::service::Bridge;
 use anyhow::Context;
 use device_node::node::Schedule;
@@ -404,7 +404,7 @@ async fn script(http: SocketAddr, out: Shared) {
         let path = format!("/v1/devices/{network}/{id}/commands");
         let device = format!("{network}/{id}");
         let name = body["command"].as_str().unwrap_or("?");
-        match crate::fleet::post(http, &path, &format!("Bearer {TOKEN}"), &body).await {
+        match longproto_fleet::post(http, &path, &format!("Bearer {TOKEN}"), &body).await {
             Ok((202, cmd)) => {
                 let cid = cmd["id"].as_str().unwrap_or("?");
                 let mut o = out.lock().unwrap_or_else(|e| e.into_inner());

@@ -14,9 +14,9 @@ pub mod clock;
 pub mod codec;
 pub mod command_json;
 pub mod commands;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod device;
-pub mod fleet;
 pub mod http;
 pub mod logging;
 pub mod metrics;

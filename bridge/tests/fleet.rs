@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use longproto_bridge::fleet::gateway::{self, FrameError, Session};
+use longproto_fleet::gateway::{self, FrameError, Session};
 use prost::Message;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -156,6 +156,21 @@ fn gateway_messages_are_chirpstacks_protobuf() {
     );
 }
 
+/// The `longproto-fleet` binary of this build, built first if it is not up to date: it is
+/// another package's binary, which cargo builds only for that package's own tests.
+fn fleet_binary() -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "-p", "longproto-fleet", "--bin", "longproto-fleet"])
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "cargo build -p longproto-fleet failed");
+    // target/debug/deps/<this test> → target/debug/longproto-fleet
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    dir.join("longproto-fleet")
+}
+
 async fn wait_executed(http: std::net::SocketAddr, network: &str, device: &str, id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -179,7 +194,7 @@ async fn the_simulator_drives_the_bridge_until_commands_are_executed() {
     let bridge = start_bridge(&broker, settings(&broker, "fleet-e2e")).await;
     let http = bridge.http_addr();
 
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_longproto-fleet"))
+    let mut child = std::process::Command::new(fleet_binary())
         .args(["--mqtt", &broker.url(), "--http", &http.to_string()])
         .args(["--sigfox-secret", SIGFOX_SECRET])
         .args(["--lorawan", "3", "--class-c", "34", "--sigfox", "1"])

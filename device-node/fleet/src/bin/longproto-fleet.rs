@@ -2,7 +2,7 @@
 //! hardware. See `longproto-fleet --help` and docs/fleet-simulator.md.
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use longproto_bridge::fleet::{self, FleetSpec, Targets, gateway::GatewayOptions};
+use longproto_fleet::{self as fleet, FleetSpec, Targets, gateway::GatewayOptions};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -1,6 +1,7 @@
-//! The fleet simulator: N simulated vehicles running the firmware's node logic
+//! longproto-fleet: N simulated vehicles running the firmware's node logic
 //! (`device_node::node`), driving the bridge as real networks would. It serves the
-//! `longproto-fleet` binary, the demo, and the tests.
+//! `longproto-fleet` binary, the bridge's demo, and the bridge's tests: it is the one
+//! network double they use.
 //!
 //! - [`integration`]: LoRaWAN devices behind a ChirpStack double that speaks ChirpStack's
 //!   MQTT integration (`up`, `join`, `txack`, `ack` events; `command/down` taken into each
@@ -356,6 +357,14 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// `ms` since the Unix epoch as RFC 3339 in UTC, as ChirpStack writes event times.
+pub fn rfc3339(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 impl Fleet {
     /// A fleet of these devices sending to these targets.
     pub fn new(devices: Vec<SimDevice>, targets: Targets) -> Arc<Self> {
@@ -521,6 +530,12 @@ pub async fn post(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_times_are_rfc3339_in_utc() {
+        assert_eq!(rfc3339(1_718_031_845_123), "2024-06-10T15:04:05.123Z");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    }
 
     #[test]
     fn the_same_seed_builds_the_same_fleet() {

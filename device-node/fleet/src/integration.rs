@@ -2,8 +2,8 @@
 //! integration: `up` events (with an `ack` event first when the previous downlink was
 //! confirmed), `command/down` taken into the device's queue and sent in the receive
 //! window after its next uplink (class A) or at once (class C), then `txack`.
+use super::rfc3339;
 use super::{Class, Fleet, Radio, SimDevice, Stats, lock, now_ms};
-use crate::clock::rfc3339;
 use base64::Engine;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde_json::{Value, json};
