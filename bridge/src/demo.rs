@@ -8,11 +8,11 @@
 //! an unlock, a locate and a lock through the real HTTP API and prints every state change
 //! with its latency, one line per event (the same on a terminal and in a file).
 use crate::clock::rfc3339;
-use longproto_fleet::{Class, Fleet, Mode, Radio, SimDevice, Targets, Vehicle};
 use crate::service::Bridge;
 use anyhow::Context;
 use device_node::node::Schedule;
 use gateway_config::Settings;
+use longproto_fleet::{Class, Fleet, Mode, Radio, SimDevice, Targets, Vehicle};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 use std::collections::HashMap;
