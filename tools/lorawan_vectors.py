@@ -106,6 +106,16 @@ def vectors():
         ],
         "downlink": {"f_cnt": 0, "f_port": 20, "payload": command.hex(),
                      "phy": data_frame(nwk, app, dev_addr, 0, 20, command, uplink=False).hex()},
+        # a confirmed downlink (MType 101), and the device's next uplink acknowledging it
+        # with FCtrl's ACK bit (0x20), as the firmware does
+        "confirmed_downlink": {
+            "f_cnt": 1, "f_port": 20, "payload": command.hex(),
+            "phy": data_frame(nwk, app, dev_addr, 1, 20, command, uplink=False, confirmed=True).hex(),
+        },
+        "acknowledging_uplink": {
+            "f_cnt": 2, "f_port": 10, "payload": status.hex(),
+            "phy": data_frame(nwk, app, dev_addr, 2, 10, status, uplink=True, fctrl=0x20).hex(),
+        },
     }
 
 

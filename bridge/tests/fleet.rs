@@ -85,6 +85,35 @@ fn data_uplinks_are_encrypted_and_signed_as_the_vectors() {
 }
 
 #[test]
+fn a_confirmed_downlink_is_acknowledged_in_the_next_uplink_only() {
+    let v = lorawan_vectors();
+    let mut s = joined_session(&v);
+    let hex_of = |v: &Value| hex::decode(v.as_str().unwrap()).unwrap();
+    // an unconfirmed downlink asks for no ACK
+    s.take_data_down(&hex_of(&v["downlink"]["phy"])).unwrap();
+    s.joined.as_mut().unwrap().f_cnt_up = 1;
+    let status = hex_of(&v["uplinks"][1]["payload"]);
+    let plain = s.data_up(10, &status, false).unwrap();
+    assert_eq!(hex::encode(plain), v["uplinks"][1]["phy"].as_str().unwrap());
+
+    let (port, payload) = s
+        .take_data_down(&hex_of(&v["confirmed_downlink"]["phy"]))
+        .unwrap();
+    assert_eq!(port, 20);
+    assert_eq!(hex::encode(payload), v["confirmed_downlink"]["payload"]);
+    let up = &v["acknowledging_uplink"];
+    let acked = s.data_up(10, &hex_of(&up["payload"]), false).unwrap();
+    assert_eq!(
+        hex::encode(&acked),
+        up["phy"].as_str().unwrap(),
+        "ACK bit set"
+    );
+    // once: the uplink after that carries no ACK
+    let next = s.data_up(10, &hex_of(&up["payload"]), false).unwrap();
+    assert_eq!(next[5] & 0x20, 0, "FCtrl of the uplink after: {next:02x?}");
+}
+
+#[test]
 fn downlinks_are_verified_decrypted_and_taken_once() {
     let v = lorawan_vectors();
     let down = &v["downlink"];

@@ -12,7 +12,7 @@ use chirpstack_api::gw;
 use lorawan::creator::{DataPayloadCreator, JoinRequestCreator};
 use lorawan::keys::{AppEui, AppKey, AppSKey, DevEui, NewSKey};
 use lorawan::parser::{
-    DataHeader, DataPayload, DevNonce, FRMPayload, JoinAcceptPayload, PhyPayload, parse,
+    DataHeader, DataPayload, DevNonce, FCtrl, FRMPayload, JoinAcceptPayload, PhyPayload, parse,
 };
 use prost::Message;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
@@ -78,6 +78,9 @@ pub struct Joined {
     pub f_cnt_up: u32,
     /// Last downlink frame counter taken.
     pub f_cnt_down: Option<u32>,
+    /// A confirmed downlink was taken and the next uplink has not acknowledged it yet
+    /// (LoRaWAN 1.0.4 §4.3.1.2: the ACK bit in the next uplink, as the firmware does).
+    pub ack_owed: bool,
 }
 
 /// The simulator's AppKey for a DevEUI (for registering simulated devices in ChirpStack):
@@ -153,14 +156,21 @@ impl Session {
             app_skey,
             f_cnt_up: 0,
             f_cnt_down: None,
+            ack_owed: false,
         }))
     }
 
     /// A data uplink: `payload` on `f_port`, encrypted, with its MIC; None before the join.
+    /// It acknowledges a confirmed downlink taken since the last uplink.
     pub fn data_up(&mut self, f_port: u8, payload: &[u8], confirmed: bool) -> Option<Vec<u8>> {
         let j = self.joined.as_mut()?;
         let mut phy = DataPayloadCreator::new();
+        let mut fctrl = FCtrl::new(0, true);
+        if j.ack_owed {
+            fctrl.set_ack();
+        }
         phy.set_confirmed(confirmed)
+            .set_fctrl(&fctrl)
             .set_uplink(true)
             .set_f_port(f_port)
             .set_dev_addr(&lsb(j.dev_addr))
@@ -175,6 +185,7 @@ impl Session {
             .ok()?
             .to_vec();
         j.f_cnt_up += 1;
+        j.ack_owed = false;
         Some(frame)
     }
 
@@ -218,6 +229,10 @@ impl Session {
             .decrypt_if_mic_ok(nwk.inner(), app.inner(), full)
             .map_err(|_| FrameError::BadMic)?;
         j.f_cnt_down = Some(full);
+        // MType 101: ConfirmedDataDown
+        if phy[0] >> 5 == 0b101 {
+            j.ack_owed = true;
+        }
         let port = dec.f_port().unwrap_or(0);
         let data = match dec.frm_payload() {
             FRMPayload::Data(d) => d.to_vec(),
