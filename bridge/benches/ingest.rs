@@ -141,7 +141,7 @@ async fn measure(
     n_burst: u64,
     rate: u64,
     secs: u64,
-    bridge: Option<&longproto_bridge::service::Bridge>,
+    bridge: Option<&longproto_bridge::app::Bridge>,
 ) -> Run {
     let (arrived, mut count) = sink(broker).await;
     let (publisher, mut eventloop) =

@@ -1,6 +1,6 @@
 //! The command line: `longproto-bridge [-c FILE]... [COMMAND]`.
-use crate::codec::Codec;
-use crate::command_json::parse_frame;
+use crate::commands::json::parse_frame;
+use crate::pipeline::codec::Codec;
 use clap::{Parser, Subcommand};
 use gateway_config::{Settings, Sources};
 use std::path::PathBuf;

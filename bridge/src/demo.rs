@@ -7,8 +7,8 @@
 //! integration sends them), and a Sigfox vehicle using BIDIR callbacks. The demo sends
 //! an unlock, a locate and a lock through the real HTTP API and prints every state change
 //! with its latency, one line per event (the same on a terminal and in a file).
+use crate::app::Bridge;
 use crate::clock::rfc3339;
-use crate::service::Bridge;
 use anyhow::Context;
 use device_node::node::Schedule;
 use gateway_config::Settings;

@@ -30,6 +30,44 @@ impl Network {
     }
 }
 
+/// A LoRaWAN device's class (as ChirpStack's `deviceClassEnabled` says): class A takes a
+/// downlink only right after its uplinks, B and C at any time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeviceClass {
+    /// Receive windows after each uplink only.
+    A,
+    /// Ping slots besides.
+    B,
+    /// Listening all the time.
+    C,
+}
+
+impl DeviceClass {
+    /// "A", "B" or "C", as stored.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DeviceClass::A => "A",
+            DeviceClass::B => "B",
+            DeviceClass::C => "C",
+        }
+    }
+
+    /// The class of "A", "B" or "C".
+    pub fn from_letter(s: &str) -> Option<DeviceClass> {
+        match s {
+            "A" => Some(DeviceClass::A),
+            "B" => Some(DeviceClass::B),
+            "C" => Some(DeviceClass::C),
+            _ => None,
+        }
+    }
+
+    /// Whether the device takes a downlink outside the windows its uplinks open.
+    pub const fn always_reachable(self) -> bool {
+        !matches!(self, DeviceClass::A)
+    }
+}
+
 impl fmt::Display for Network {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

@@ -1,30 +1,52 @@
 //! longproto-bridge: ChirpStack and Sigfox on one side, MQTT and HTTP on the other.
 //!
+//! Every network gives a device a receive window at its own rhythm; the bridge fills
+//! windows with commands from one durable queue (docs/architecture.md).
+//!
 //! `main.rs` is a thin shell over this library, so that the tests in `tests/` drive the
-//! same code the service runs. The shape: network adapters ([`chirpstack`]) turn their
-//! protocol into [`pipeline::Uplink`]s; the one [`pipeline`] decodes them with the
-//! device's [`codec`] and publishes telemetry and state through [`mqtt`]; [`service`]
-//! wires it all together with the [`http`] server.
+//! same code the service runs. The layout, in the order a message travels:
+//!
+//! - [`networks`]: one adapter per network ([`networks::chirpstack`],
+//!   [`networks::sigfox`]), each turning its protocol into [`pipeline::Uplink`]s and a
+//!   [`commands::DownlinkPlan`] back into its protocol;
+//! - [`pipeline`]: uplink → the device's codec → telemetry and retained state, duplicates
+//!   dropped;
+//! - [`commands`]: the durable command queue, its state machine, receive windows, the
+//!   window journal, the MQTT command topic; `store/` behind traits split by concern;
+//! - [`mqtt`]: the one broker connection, the publisher, TLS;
+//! - [`http`]: the server, composing one router per area (command API, Sigfox
+//!   callbacks, health and metrics) and one error type rendering the contract's errors;
+//! - [`app`]: the wiring, the in-order dispatcher of MQTT messages, ordered shutdown,
+//!   signals and systemd;
+//! - [`cli`], `demo` (cargo feature `demo`), and the small shared pieces: [`device`],
+//!   [`clock`], [`metrics`], [`logging`], [`secret`], [`timeslice`].
+//!
+//! The declarations below go from the bottom layer up, one group a layer: a module uses
+//! only the layers declared before its own, and no modules anywhere import each other in
+//! a circle (`tests/layers.rs` checks both).
 #![forbid(unsafe_code)]
 
-pub mod api;
-pub mod chirpstack;
-pub mod cli;
+// shared pieces that use no other module
 pub mod clock;
-pub mod codec;
-pub mod command_json;
-pub mod commands;
-#[cfg(feature = "demo")]
-pub mod demo;
 pub mod device;
-pub mod http;
 pub mod logging;
 pub mod metrics;
-pub mod mqtt;
-pub mod notify;
-pub mod pipeline;
-pub mod service;
-pub mod sigfox;
-pub mod state;
+pub mod secret;
 pub mod timeslice;
-pub mod uplink_json;
+
+pub mod mqtt;
+
+pub mod pipeline;
+
+pub mod commands;
+
+pub mod networks;
+
+pub mod http;
+
+pub mod app;
+
+#[cfg(feature = "demo")]
+pub mod demo;
+
+pub mod cli;

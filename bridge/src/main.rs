@@ -27,7 +27,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(longproto_bridge::service::run(settings)) {
+    match runtime.block_on(longproto_bridge::app::run_until_signal(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
+use longproto_bridge::app::Bridge;
 use longproto_bridge::clock::ManualClock;
-use longproto_bridge::service::Bridge;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -750,7 +750,9 @@ async fn a_cancel_right_after_a_window_finds_the_command_scheduled() {
         .expect("the queued unlock");
     assert_eq!(plan.commands, [id.as_str()]);
     match bridge.commands().cancel(&id).await {
-        Err(Ok(state)) => assert_eq!(state.name(), "scheduled"),
+        Err(longproto_bridge::commands::CommandError::NotCancellable { state, .. }) => {
+            assert_eq!(state.name(), "scheduled")
+        }
         other => panic!("a command already handed over was cancelled: {other:?}"),
     }
     bridge.shutdown().await;

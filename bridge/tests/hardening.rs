@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const EUI: &str = "70b3d57ed0051a2b";
 const OTHER: &str = "70b3d57ed0051a2c";
 
-async fn create(bridge: &longproto_bridge::service::Bridge, eui: &str, body: Value) -> String {
+async fn create(bridge: &longproto_bridge::app::Bridge, eui: &str, body: Value) -> String {
     create_command(bridge, eui, body).await["id"]
         .as_str()
         .unwrap()

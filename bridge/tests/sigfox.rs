@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
+use longproto_bridge::app::Bridge;
 use longproto_bridge::clock::ManualClock;
-use longproto_bridge::service::Bridge;
 use serde_json::{Map, Value, json};
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -53,7 +53,7 @@ async fn the_bridge_speaks_mqtts_with_a_configured_ca() {
     let mut s = settings(&broker, "bridge-tls");
     s.mqtt.server = format!("mqtts://localhost:{}", broker.port);
     s.mqtt.ca_cert = pki.path("ca.pem");
-    let bridge = longproto_bridge::service::Bridge::start(s)
+    let bridge = longproto_bridge::app::Bridge::start(s)
         .await
         .expect("starts");
     let started = std::time::Instant::now();
@@ -83,7 +83,7 @@ async fn a_broker_certificate_from_another_ca_is_refused() {
     let mut s = settings(&broker, "bridge-tls-wrong");
     s.mqtt.server = format!("mqtts://localhost:{}", broker.port);
     s.mqtt.ca_cert = other.path("ca.pem");
-    let bridge = longproto_bridge::service::Bridge::start(s)
+    let bridge = longproto_bridge::app::Bridge::start(s)
         .await
         .expect("starts, and keeps trying");
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -102,7 +102,7 @@ async fn an_unreadable_ca_file_is_a_clear_start_error() {
     let mut s = settings(&broker, "bridge-tls-missing");
     s.mqtt.server = format!("mqtts://localhost:{}", broker.port);
     s.mqtt.ca_cert = "/nonexistent/ca.pem".into();
-    let err = longproto_bridge::service::Bridge::start(s)
+    let err = longproto_bridge::app::Bridge::start(s)
         .await
         .err()
         .expect("refuses to start");

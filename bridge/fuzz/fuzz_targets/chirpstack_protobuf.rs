@@ -3,7 +3,7 @@
 #![no_main]
 use gateway_config::Marshaler;
 use libfuzzer_sys::fuzz_target;
-use longproto_bridge::chirpstack::{Event, parse_event, uplink_from_event};
+use longproto_bridge::networks::chirpstack::{Event, parse_event, uplink_from_event};
 use longproto_bridge::device::{DeviceId, Network};
 
 const EVENTS: [&str; 7] = ["up", "join", "status", "ack", "txack", "log", "location"];

@@ -2,7 +2,7 @@
 //! command that reads encodes into a frame.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use longproto_bridge::command_json::{parse_command, parse_frame, read_body};
+use longproto_bridge::commands::json::{parse_command, parse_frame, read_body};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(value) = read_body(data) else { return };

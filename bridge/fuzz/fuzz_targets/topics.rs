@@ -2,8 +2,8 @@
 //! bridge's own command topic. Never a panic; a level that matches is one level.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use longproto_bridge::chirpstack::TopicTemplate;
-use longproto_bridge::service::command_topic_device;
+use longproto_bridge::networks::chirpstack::TopicTemplate;
+use longproto_bridge::commands::mqtt_api::command_topic_device;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(topic) = std::str::from_utf8(data) else { return };

@@ -3,7 +3,7 @@
 #![no_main]
 use chirpstack_api::integration::UplinkEvent;
 use libfuzzer_sys::fuzz_target;
-use longproto_bridge::uplink_json::read_up;
+use longproto_bridge::networks::chirpstack::uplink_json::read_up;
 
 fuzz_target!(|data: &[u8]| {
     if let Some(fast) = read_up(data) {

@@ -4,13 +4,19 @@
 //! of some size, and gets back a [`DownlinkPlan`] to turn into its own protocol (a
 //! ChirpStack `command/down`, a Sigfox BIDIR reply). Every state change is stored with
 //! its time and published on `{root}/{network}/{id}/command-events`.
+//!
+//! The queue is the only door to commands: the HTTP API and the MQTT command topic
+//! ([`mqtt_api`]) create, read and cancel through it, and it tells the adapters when a
+//! command becomes due outside an uplink ([`Commands::due`]).
 pub mod journal;
+pub mod json;
 pub mod model;
+pub mod mqtt_api;
 pub mod store;
 
 use crate::clock::Clock;
-use crate::command_json::parse_command;
-use crate::device::DeviceId;
+use crate::commands::json::parse_command;
+use crate::device::{DeviceId, Network};
 use crate::mqtt::Publisher;
 use crate::pipeline::{Pipeline, lock};
 use gateway_config::CommandSettings;
@@ -22,9 +28,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use store::{CommandStore, Created, NewCommand, QueuedCommand, StoreError};
 use tokio::sync::{mpsc, watch};
-
-/// The store the bridge runs on: SQLite, the embedded default.
-pub type Store = store::SqliteStore;
 
 /// How many 8-byte command frames a receive window can carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,34 +63,46 @@ pub struct DownlinkPlan {
     pub commands: Vec<String>,
 }
 
-/// Why a request was refused: a message naming the field, for a 4xx answer.
+/// Why the queue refused a request: the message names what is wrong (the HTTP layer
+/// maps each to its status in one place, `http::error`).
 #[derive(Debug, thiserror::Error)]
-pub enum RequestError {
+pub enum CommandError {
     /// The body is wrong: which field and why.
     #[error("{0}")]
     Invalid(String),
-    /// The id is taken by another device's command.
+    /// The id is taken by another command (another device's, or a different one).
     #[error("{0}")]
     Conflict(String),
-    /// The store failed (a 503, not the client's fault).
+    /// No command has this id.
+    #[error("no command \"{}\"", crate::device::excerpt(.0))]
+    NotFound(String),
+    /// Only a queued command can be cancelled.
+    #[error("command \"{}\" is {state}: only a queued command can be cancelled (a scheduled one is already with the network)", crate::device::excerpt(.id))]
+    NotCancellable {
+        /// The command.
+        id: String,
+        /// Where it is now.
+        state: CommandState,
+    },
+    /// The store failed (not the client's fault).
     #[error("{0}")]
     Store(StoreError),
 }
 
-impl From<StoreError> for RequestError {
+impl From<StoreError> for CommandError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::IdConflict { .. } | StoreError::IdReused { .. } => {
-                RequestError::Conflict(e.to_string())
+                CommandError::Conflict(e.to_string())
             }
-            other => RequestError::Store(other),
+            other => CommandError::Store(other),
         }
     }
 }
 
-/// The command queue of every device.
-pub struct Commands {
-    store: Store,
+/// The command queue of every device, over a [`CommandStore`] (SQLite unless said).
+pub struct Commands<S = store::SqliteStore> {
+    store: S,
     clock: Arc<dyn Clock>,
     publisher: Publisher,
     pipeline: Arc<Pipeline>,
@@ -109,6 +124,9 @@ pub struct Commands {
     /// Devices that may have commands not yet final: only their acknowledgement records
     /// are looked up in the store (anyone can send an ack record; it costs nothing then).
     commanded: Mutex<HashSet<DeviceId>>,
+    /// Per network, the adapter to tell when a device's command becomes due outside an
+    /// uplink (see [`Commands::due`]).
+    due: Mutex<HashMap<Network, mpsc::UnboundedSender<DeviceId>>>,
 }
 
 const REQUEST_FIELDS: [&str; 5] = ["id", "command", "args", "ttl_s", "confirmed"];
@@ -165,10 +183,10 @@ struct WindowLog {
     taken: u64,
 }
 
-impl Commands {
+impl<S: CommandStore> Commands<S> {
     /// The queue over `store`, with the queued commands loaded into memory.
     pub async fn new(
-        store: Store,
+        store: S,
         clock: Arc<dyn Clock>,
         publisher: Publisher,
         pipeline: Arc<Pipeline>,
@@ -237,6 +255,7 @@ impl Commands {
             windows: Mutex::new(WindowLog { journal, taken: 0 }),
             stored: watch::Sender::new(0),
             commanded: Mutex::new(commanded),
+            due: Mutex::new(HashMap::new()),
         });
         tokio::spawn(Self::persister(Arc::downgrade(&commands), rx));
         commands.announce_all(&replayed).await;
@@ -248,7 +267,7 @@ impl Commands {
     /// most of it handing the statement to SQLite's thread and back). The windows were
     /// handed over already (the journal holds them): a failed write is retried until the
     /// store takes it.
-    async fn persister(this: Weak<Commands>, mut rx: mpsc::UnboundedReceiver<Take>) {
+    async fn persister(this: Weak<Commands<S>>, mut rx: mpsc::UnboundedReceiver<Take>) {
         while let Some(first) = rx.recv().await {
             let batch = take_batch(first, &mut rx, 500);
             let Some(this) = this.upgrade() else { return };
@@ -321,8 +340,59 @@ impl Commands {
     }
 
     /// The store.
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// Whether the store answers (for /healthz and the systemd watchdog).
+    pub async fn store_answers(&self) -> bool {
+        self.store.ping().await
+    }
+
+    /// The store's housekeeping, off the request path (every second).
+    pub async fn maintain(&self) {
+        self.store.maintain().await
+    }
+
+    /// The adapter of `network` subscribes here to be told when a device's command may
+    /// go out now: just created, or back in the queue after a hand-over the network
+    /// never confirmed. A device that can take a downlink at any time (LoRaWAN class
+    /// B/C) takes it then; the others wait for their next uplink. One subscriber per
+    /// network (a second replaces the first).
+    pub fn due(&self, network: Network) -> mpsc::UnboundedReceiver<DeviceId> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.due).insert(network, tx);
+        rx
+    }
+
+    /// Tells the adapter of the device's network that a command of it is due.
+    fn announce_due(&self, device: &DeviceId) {
+        if let Some(tx) = lock(&self.due).get(&device.network) {
+            let _ = tx.send(device.clone());
+        }
+    }
+
+    /// One command and its history, showing the receive windows already handed over
+    /// (their store write is at most a few ms behind).
+    pub async fn get(&self, id: &str) -> Result<(Command, Vec<HistoryEntry>), CommandError> {
+        self.settled_for_reading().await;
+        self.store
+            .get(id)
+            .await?
+            .ok_or_else(|| CommandError::NotFound(id.to_owned()))
+    }
+
+    /// A device's commands, newest first (windows already handed over included).
+    pub async fn list(
+        &self,
+        device: &DeviceId,
+        state: Option<CommandState>,
+        limit: u32,
+    ) -> Result<Vec<Command>, CommandError> {
+        self.settled_for_reading().await;
+        Ok(self.store.list(device, state, limit).await?)
+    }
+
+    /// Waits (at most a second) for the windows taken to reach the store; a store that
+    /// does not answer is reported by the read itself.
+    async fn settled_for_reading(&self) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.settled()).await;
     }
 
     /// Now, by the queue's clock.
@@ -340,12 +410,12 @@ impl Commands {
         &self,
         device: &DeviceId,
         body: &Value,
-    ) -> impl Future<Output = Result<(Command, bool), RequestError>> + Send + use<'_> {
+    ) -> impl Future<Output = Result<(Command, bool), CommandError>> + Send + use<'_, S> {
         let submitted = match body {
             Value::Object(req) => self
                 .new_command(device, req)
                 .map(|new| self.store.create(new, self.now())),
-            _ => Err(RequestError::Invalid(
+            _ => Err(CommandError::Invalid(
                 "expected a JSON object such as {\"command\":\"unlock\"}".into(),
             )),
         };
@@ -361,6 +431,7 @@ impl Commands {
                     lock(&self.commanded).insert(device.clone());
                     self.announce(&cmd, &entry).await;
                     self.pipeline.set_pending(&device, pending).await;
+                    self.announce_due(&device);
                     Ok((cmd, true))
                 }
             }
@@ -371,8 +442,8 @@ impl Commands {
         &self,
         device: &DeviceId,
         req: &Map<String, Value>,
-    ) -> Result<NewCommand, RequestError> {
-        let bad = |m: String| RequestError::Invalid(m);
+    ) -> Result<NewCommand, CommandError> {
+        let bad = |m: String| CommandError::Invalid(m);
         if let Some(unknown) = req.keys().find(|k| !REQUEST_FIELDS.contains(&k.as_str())) {
             return Err(bad(format!(
                 "{unknown}: unknown field; expected {}",
@@ -426,12 +497,8 @@ impl Commands {
         })
     }
 
-    /// Cancels a command that is still queued. `Ok(None)`: no such command;
-    /// `Err(state)`: too late, it is already `state`.
-    pub async fn cancel(
-        &self,
-        id: &str,
-    ) -> Result<Option<Command>, Result<CommandState, StoreError>> {
+    /// Cancels a command that is still queued.
+    pub async fn cancel(&self, id: &str) -> Result<Command, CommandError> {
         // the store decides; a window that took it from memory meanwhile has it
         // `scheduled` there once settled
         let taken = self.unqueue(None, id);
@@ -451,20 +518,22 @@ impl Commands {
             Ok(Some((cmd, entry))) => {
                 self.announce(&cmd, &entry).await;
                 self.refresh_pending(&cmd.device).await;
-                Ok(Some(cmd))
+                Ok(cmd)
             }
-            Ok(None) => match self.store.get(id).await {
+            Ok(None) => match self.store.get(id).await? {
                 // not queued in the store (any more): it stays out of memory too
-                Ok(Some((cmd, _))) => Err(Ok(cmd.state)),
-                Ok(None) => Ok(None),
-                Err(e) => Err(Err(e)),
+                Some((cmd, _)) => Err(CommandError::NotCancellable {
+                    id: id.to_owned(),
+                    state: cmd.state,
+                }),
+                None => Err(CommandError::NotFound(id.to_owned())),
             },
             Err(e) => {
                 // nothing changed in the store: it is still queued
                 if let Some((device, pending)) = taken {
                     self.requeue(&device, vec![pending]);
                 }
-                Err(Err(e))
+                Err(e.into())
             }
         }
     }
@@ -780,8 +849,8 @@ impl Commands {
     /// Hand-overs the network never confirmed: LoRaWAN commands `scheduled` for longer
     /// than `timeout_ms` without a txack, ack or log event go back to `queued` for the
     /// next window (with their counter: a late copy is refused by the node), or end
-    /// `failed` once their attempts are used up. Returns the devices with commands
-    /// queued again.
+    /// `failed` once their attempts are used up. The devices with commands queued again
+    /// are announced as due ([`Commands::due`]) and returned.
     pub async fn unconfirmed_handovers(&self, timeout_ms: i64) -> Vec<DeviceId> {
         self.settled().await;
         let cutoff = self.now().saturating_sub(timeout_ms);
@@ -803,6 +872,7 @@ impl Commands {
                 .await
             {
                 if !retry.contains(&d) {
+                    self.announce_due(&d);
                     retry.push(d);
                 }
             }

@@ -2,7 +2,7 @@
 //! HTTP/1.1 client over a real socket, and a bridge started in-process.
 #![allow(dead_code)]
 
-use longproto_bridge::service::Bridge;
+use longproto_bridge::app::Bridge;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 use std::net::{SocketAddr, TcpListener, TcpStream};

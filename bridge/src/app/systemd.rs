@@ -1,7 +1,10 @@
 //! systemd's notification protocol (`Type=notify`): `READY=1` once the broker and the
 //! store are up, `WATCHDOG=1` while the bridge is healthy, `STOPPING=1` on shutdown.
 //! A datagram to `$NOTIFY_SOCKET`; nothing at all when it is not set.
+use crate::commands::Commands;
+use crate::mqtt::ConnectionState;
 use std::os::unix::net::UnixDatagram;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Sends a state string to systemd; false when there is no socket or sending failed.
@@ -28,6 +31,27 @@ pub fn notify(state: &str) -> bool {
 pub fn watchdog_interval() -> Option<Duration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
     (usec > 0).then(|| Duration::from_micros(usec))
+}
+
+/// Reports `READY=1` once the broker connection and the store are up, then pets the
+/// watchdog (if systemd asked for one) while the store answers. Runs until aborted.
+pub async fn report_health(mqtt: ConnectionState, commands: Arc<Commands>) {
+    while !(mqtt.is_connected() && commands.store_answers().await) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    notify("READY=1");
+    tracing::info!("ready: connected to the broker, store open");
+    let Some(interval) = watchdog_interval() else {
+        return;
+    };
+    loop {
+        tokio::time::sleep(interval / 2).await;
+        // the broker may come and go (the bridge reconnects by itself); a store that
+        // stops answering is what a restart can mend
+        if commands.store_answers().await {
+            notify("WATCHDOG=1");
+        }
+    }
 }
 
 #[cfg(test)]

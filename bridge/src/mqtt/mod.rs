@@ -13,7 +13,8 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// The retained status topic: `{root}/bridge/status`.
 pub fn status_topic(root: &str) -> String {
@@ -274,7 +275,7 @@ pub async fn run_connection(
     status_topic: String,
     tx: mpsc::UnboundedSender<Incoming>,
     early: EarlyHook,
-    stopping: watch::Receiver<bool>,
+    stopping: CancellationToken,
     state: ConnectionState,
     metrics: Arc<Metrics>,
     max_backoff: Duration,
@@ -347,7 +348,7 @@ pub async fn run_connection(
                     tracing::debug!(error = %e, ?backoff, "MQTT connection attempt failed");
                 }
                 metrics.mqtt_connected.set(0);
-                if *stopping.borrow() {
+                if stopping.is_cancelled() {
                     // shutting down and the broker is gone: nothing left to deliver
                     return;
                 }

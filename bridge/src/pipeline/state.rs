@@ -1,6 +1,6 @@
 //! The last known state of each device, published retained on `{root}/{network}/{id}/state`.
-use crate::codec::{Record, StateKey};
 use crate::device::DeviceId;
+use crate::pipeline::codec::{Record, StateKey};
 use indexmap::IndexMap;
 use serde::ser::SerializeMap;
 use serde_json::{Map, Value};
@@ -91,7 +91,7 @@ fn display<S: serde::Serializer>(d: &&DeviceId, s: S) -> Result<S::Ok, S::Error>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::Codec;
+    use crate::pipeline::codec::Codec;
 
     /// The state's records as the bridge used to keep them: each record's JSON, `kind`
     /// taken out as the key, CayenneLPP items under `type/channel`.

@@ -1,21 +1,14 @@
-//! The HTTP server: the command API ([`crate::api`]), /healthz and /metrics.
-use crate::chirpstack::ChirpstackAdapter;
-use crate::commands::Commands;
-use crate::commands::store::CommandStore;
+//! The HTTP connections: the accept loop, a connection limit, header and idle timeouts,
+//! and a handler's panic answered with `500`.
+use super::error::HttpError;
 use crate::metrics::Metrics;
-use crate::mqtt::ConnectionState;
-use crate::pipeline::Pipeline;
 use crate::pipeline::lock;
 use axum::Router;
 use axum::extract::Request;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use futures_util::FutureExt;
-use gateway_config::Settings;
-use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,116 +17,6 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
-
-/// What the HTTP handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    /// The metrics.
-    pub metrics: Arc<Metrics>,
-    /// The broker connection.
-    pub mqtt: ConnectionState,
-    /// Device states.
-    pub pipeline: Arc<Pipeline>,
-    /// The command queue.
-    pub commands: Arc<Commands>,
-    /// For class B/C devices, which take a new command at once.
-    pub chirpstack: Arc<ChirpstackAdapter>,
-    /// Accepted API bearer tokens.
-    pub api_tokens: Arc<Vec<String>>,
-    /// Largest request body, bytes.
-    pub body_limit: usize,
-    /// Serve /metrics.
-    pub metrics_enabled: bool,
-    /// The Sigfox callbacks' secret and quota.
-    pub sigfox: Arc<crate::sigfox::SigfoxState>,
-}
-
-impl AppState {
-    /// The state for a configuration.
-    pub fn new(
-        settings: &Settings,
-        metrics: Arc<Metrics>,
-        mqtt: ConnectionState,
-        pipeline: Arc<Pipeline>,
-        commands: Arc<Commands>,
-        chirpstack: Arc<ChirpstackAdapter>,
-    ) -> Self {
-        AppState {
-            metrics,
-            mqtt,
-            pipeline,
-            commands,
-            chirpstack,
-            api_tokens: Arc::new(settings.http.api_tokens.clone()),
-            body_limit: settings.http.body_limit_bytes as usize,
-            metrics_enabled: settings.metrics.enabled,
-            sigfox: Arc::new(crate::sigfox::SigfoxState::new(
-                &settings.sigfox.secret,
-                settings.sigfox.daily_downlinks,
-            )),
-        }
-    }
-}
-
-/// The router.
-pub fn router(state: AppState) -> Router {
-    let limit = state.body_limit;
-    let mut r = crate::api::routes(&state)
-        .route(
-            "/v1/sigfox/uplink",
-            axum::routing::post(crate::sigfox::uplink),
-        )
-        .route("/v1/sigfox/ack", axum::routing::post(crate::sigfox::ack))
-        .route("/healthz", get(healthz));
-    if state.metrics_enabled {
-        r = r.route("/metrics", get(metrics));
-    }
-    r.fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn(header_limits))
-        .with_state(state)
-}
-
-/// A JSON error body `{error:{code, message}}`.
-pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        axum::Json(json!({"error": {"code": code, "message": message.into()}})),
-    )
-        .into_response()
-}
-
-async fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "not_found", "no such route")
-}
-
-async fn healthz(State(s): State<AppState>) -> Response {
-    let mqtt = s.mqtt.is_connected();
-    let store = s.commands.store().ping().await;
-    let status = if mqtt && store {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let word = |up: bool| if up { "up" } else { "down" };
-    (
-        status,
-        axum::Json(json!({"mqtt": word(mqtt), "store": word(store)})),
-    )
-        .into_response()
-}
-
-async fn metrics(State(s): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.render(),
-    )
-        .into_response()
-}
 
 /// Limits of the HTTP connections, from `[http]`.
 #[derive(Debug, Clone, Copy)]
@@ -258,11 +141,12 @@ async fn connection(
                             .or_else(|| panic.downcast_ref::<String>().cloned())
                             .unwrap_or_default();
                         tracing::error!(panic = what, "an HTTP handler panicked; answered 500");
-                        error(
+                        HttpError::new(
                             StatusCode::INTERNAL_SERVER_ERROR,
                             "internal",
                             "the request could not be handled; it was logged",
                         )
+                        .into_response()
                     }
                 })
             }
@@ -310,38 +194,23 @@ pub async fn header_limits(req: Request, next: Next) -> Response {
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum();
     if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
-        return error(
+        return HttpError::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "headers_too_large",
             format!(
                 "{} header lines, {bytes} bytes; at most {MAX_HEADERS} lines and {MAX_HEADER_BYTES} bytes",
                 headers.len()
             ),
-        );
+        )
+        .into_response();
     }
     next.run(req).await
-}
-
-async fn method_not_allowed() -> Response {
-    error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this route does not take that method",
-    )
-}
-
-/// Compares two secrets in time that does not depend on where they differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u8 | ((a.len() ^ b.len()) >> 8) as u8;
-    for i in 0..a.len().max(b.len()) {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
-    }
-    diff == 0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::routing::get;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Starts `serve` on a free loopback port with `app`; the address and its stop.
@@ -437,14 +306,5 @@ mod tests {
             spent < Duration::from_millis(50),
             "{spent:?} of CPU while one request waited 2.5 s"
         );
-    }
-
-    #[test]
-    fn constant_time_compare() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"", b"x"));
-        assert!(constant_time_eq(b"", b""));
     }
 }

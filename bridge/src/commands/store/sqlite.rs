@@ -1,8 +1,10 @@
-//! The durable command store: one small interface ([`CommandStore`]) and its SQLite
-//! implementation. A PostgreSQL backend, for several bridge instances, is a second
-//! implementation of the same trait.
-use super::model::{Command, CommandState, HistoryEntry};
-use crate::device::DeviceId;
+//! The SQLite store: every trait of [`super`] on one database file.
+use super::{
+    CommandStore, Created, DeviceFacts, NewCommand, QueuedCommand, Quotas, R, StoreError,
+    StoreFuture,
+};
+use crate::commands::model::{Command, CommandState, HistoryEntry};
+use crate::device::{DeviceClass, DeviceId};
 use prometheus_client::metrics::counter::Counter;
 use sqlx::ConnectOptions;
 use sqlx::Row;
@@ -15,195 +17,14 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A command to create.
-#[derive(Debug, Clone)]
-pub struct NewCommand {
-    /// The client's idempotency key, or `None` for a fresh UUID.
-    pub id: Option<String>,
-    /// The device.
-    pub device: DeviceId,
-    /// What it asks.
-    pub command: device_node::Command,
-    /// Ask for a confirmed downlink.
-    pub confirmed: bool,
-    /// Time to live, ms.
-    pub ttl_ms: i64,
-}
-
-/// The outcome of [`CommandStore::create`].
-#[derive(Debug, Clone)]
-pub enum Created {
-    /// Stored now, with the device's pending commands (queued, scheduled or sent) as
-    /// the same transaction counted them.
-    New(Command, HistoryEntry, u64),
-    /// The id was known: the command stored before.
-    Existing(Command),
-}
-
-/// A queued command as the in-memory queue keeps it.
-#[derive(Debug, Clone)]
-pub struct QueuedCommand {
-    /// The command.
-    pub command: Command,
-    /// Lock/unlock: goes first.
-    pub urgent: bool,
-    /// Insertion order, for ties.
-    pub seq: i64,
-}
-
-/// Why the store failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database failed.
-    #[error("store: {0}")]
-    Db(#[from] sqlx::Error),
-    /// A client id already names a command of another device.
-    #[error("id \"{id}\" already names a command of {device}")]
-    IdConflict {
-        /// The id.
-        id: String,
-        /// The device it belongs to.
-        device: String,
-    },
-    /// A client id already names a different command of the same device.
-    #[error("id \"{id}\" already names a different command ({existing}) of this device")]
-    IdReused {
-        /// The id.
-        id: String,
-        /// What the stored command is, e.g. "unlock, confirmed".
-        existing: String,
-    },
-    /// A stored row does not read back.
-    #[error("store: corrupt row: {0}")]
-    Corrupt(String),
-    /// `storage.url` names a store this build does not have.
-    #[error("{0}")]
-    Unsupported(String),
-    /// The task that commits creations has stopped (the store is shutting down).
-    #[error("store: the creation writer has stopped")]
-    Stopped,
-}
-
-type R<T> = Result<T, StoreError>;
-
-/// The command store's interface.
-pub trait CommandStore: Send + Sync + 'static {
-    /// Stores a command with the device's next counter, in state `queued`; a known id
-    /// returns the command stored before (idempotency). The creation is submitted when
-    /// this is called, not when the future is first polled: creations keep the order of
-    /// the calls, and several submitted before any is awaited commit together.
-    fn create(
-        &self,
-        new: NewCommand,
-        now: i64,
-    ) -> impl Future<Output = R<Created>> + Send + 'static;
-    /// One command and its history.
-    fn get(&self, id: &str)
-    -> impl Future<Output = R<Option<(Command, Vec<HistoryEntry>)>>> + Send;
-    /// A device's commands, newest first.
-    fn list(
-        &self,
-        device: &DeviceId,
-        state: Option<CommandState>,
-        limit: u32,
-    ) -> impl Future<Output = R<Vec<Command>>> + Send;
-    /// Every `queued` command, to rebuild the in-memory queue at start.
-    fn queued_commands(&self) -> impl Future<Output = R<Vec<QueuedCommand>>> + Send;
-    /// Marks commands `scheduled` in the downlinks that carry them: (command id,
-    /// downlink id) pairs, many windows in one write. Only commands still `queued` move;
-    /// returns those with their history entries.
-    fn mark_scheduled(
-        &self,
-        taken: &[(String, String)],
-        now: i64,
-    ) -> impl Future<Output = R<Vec<(Command, HistoryEntry)>>> + Send;
-    /// Applies a window journal entry at start: like [`CommandStore::mark_scheduled`]
-    /// at `at`, but only to commands whose record has not changed since (`updated_at <
-    /// at`): one put back in the queue after that window (a NACK) stays queued.
-    fn replay_scheduled(
-        &self,
-        taken: &[(String, String)],
-        at: i64,
-    ) -> impl Future<Output = R<Vec<(Command, HistoryEntry)>>> + Send;
-    /// Moves a command to `to` if it is in one of `from`; returns it and the history entry.
-    fn transition(
-        &self,
-        id: &str,
-        from: &[CommandState],
-        to: CommandState,
-        reason: Option<&str>,
-        now: i64,
-    ) -> impl Future<Output = R<Option<(Command, HistoryEntry)>>> + Send;
-    /// The commands a downlink carried.
-    fn by_network_ref(&self, network_ref: &str) -> impl Future<Output = R<Vec<Command>>> + Send;
-    /// LoRaWAN downlinks (device, downlink id) whose commands are still `scheduled` and
-    /// unchanged since before `before`: hand-overs the network never confirmed.
-    fn unconfirmed_handovers(
-        &self,
-        before: i64,
-    ) -> impl Future<Output = R<Vec<(DeviceId, String)>>> + Send;
-    /// The latest command of a device with this counter.
-    fn by_counter(
-        &self,
-        device: &DeviceId,
-        counter: u16,
-    ) -> impl Future<Output = R<Option<Command>>> + Send;
-    /// Expires every open command past its time.
-    fn expire_due(&self, now: i64) -> impl Future<Output = R<Vec<(Command, HistoryEntry)>>> + Send;
-    /// Devices with commands not yet in a final state (they may still acknowledge one).
-    fn devices_with_open_commands(&self) -> impl Future<Output = R<Vec<DeviceId>>> + Send;
-    /// Devices with queued commands (to rebuild the scheduler's index after a restart).
-    fn devices_with_queued(&self) -> impl Future<Output = R<Vec<DeviceId>>> + Send;
-    /// Commands of a device still on their way.
-    fn pending_count(&self, device: &DeviceId) -> impl Future<Output = R<u64>> + Send;
-    /// Remembers how to reach devices: (device, ChirpStack application, LoRaWAN class),
-    /// many in one write.
-    fn set_device_facts(
-        &self,
-        facts: &[(DeviceId, String, String)],
-    ) -> impl Future<Output = R<()>> + Send;
-    /// The remembered application id and class.
-    fn device_facts(
-        &self,
-        device: &DeviceId,
-    ) -> impl Future<Output = R<Option<(String, String)>>> + Send;
-    /// Takes one downlink from a daily quota; false when it is used up.
-    fn take_daily_quota(
-        &self,
-        device: &DeviceId,
-        day: i64,
-        limit: u32,
-    ) -> impl Future<Output = R<bool>> + Send;
-    /// Gives back a downlink taken from today's quota (the network did not send it).
-    fn return_daily_quota(&self, device: &DeviceId, day: i64)
-    -> impl Future<Output = R<()>> + Send;
-    /// The time up to which every command event is known to be published (the broker
-    /// acknowledged it); `None` before the first one is recorded.
-    fn events_confirmed_through(&self) -> impl Future<Output = R<Option<i64>>> + Send;
-    /// Records that every command event up to `at` is published.
-    fn set_events_confirmed_through(&self, at: i64) -> impl Future<Output = R<()>> + Send;
-    /// Every state change at or after `at`, with its command, in the order they happened.
-    fn history_since(
-        &self,
-        at: i64,
-    ) -> impl Future<Output = R<Vec<(Command, HistoryEntry)>>> + Send;
-    /// Whether the store answers.
-    fn ping(&self) -> impl Future<Output = bool> + Send;
-    /// Housekeeping off the request path, run every second.
-    fn maintain(&self) -> impl Future<Output = ()> + Send;
-    /// Where this bridge's window journal lives (see [`super::journal`]): beside a
-    /// database file; `None` (an in-memory database) makes windows wait for the store.
-    fn journal_path(&self) -> Option<std::path::PathBuf>;
-}
-
 /// The migrations, applied in order, each once.
 const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../../migrations/0001_commands.sql")),
+    (1, include_str!("../../../migrations/0001_commands.sql")),
     (
         2,
-        include_str!("../../migrations/0002_scheduled_by_time.sql"),
+        include_str!("../../../migrations/0002_scheduled_by_time.sql"),
     ),
-    (3, include_str!("../../migrations/0003_events_owed.sql")),
+    (3, include_str!("../../../migrations/0003_events_owed.sql")),
 ];
 
 /// SQLite in WAL mode. Creating a command commits with `synchronous = FULL`: the `202`
@@ -432,7 +253,7 @@ async fn group_commits(
     commits: Counter,
 ) {
     while let Some(first) = pending.recv().await {
-        let group = super::take_batch(first, &mut pending, MAX_GROUP);
+        let group = crate::commands::take_batch(first, &mut pending, MAX_GROUP);
         let mut conn = writer.lock().await;
         let news: Vec<(&NewCommand, i64)> = group.iter().map(|p| (&p.new, p.now)).collect();
         let outcomes = match create_group(&mut conn, &news).await {
@@ -861,79 +682,12 @@ impl CommandStore for SqliteStore {
             .collect())
     }
 
-    async fn devices_with_queued(&self) -> R<Vec<DeviceId>> {
-        let rows: Vec<String> =
-            sqlx::query_scalar("SELECT DISTINCT device FROM commands WHERE state = 'queued'")
-                .fetch_all(&self.reader)
-                .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|d| DeviceId::parse_path(d).ok())
-            .collect())
-    }
-
     async fn pending_count(&self, device: &DeviceId) -> R<u64> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM commands WHERE device = ? AND state IN ('queued', 'scheduled', 'sent')")
             .bind(device.to_string())
             .fetch_one(&self.reader)
             .await?;
         Ok(n as u64)
-    }
-
-    async fn set_device_facts(&self, facts: &[(DeviceId, String, String)]) -> R<()> {
-        let rows: Vec<(String, &str, &str)> = facts
-            .iter()
-            .map(|(d, a, c)| (d.to_string(), a.as_str(), c.as_str()))
-            .collect();
-        let json = serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        // `WHERE true`: SQLite's upsert after a SELECT needs it to parse
-        sqlx::query(
-            "INSERT INTO devices (device, next_counter, application_id, class) \
-             SELECT value ->> 0, 1, value ->> 1, value ->> 2 FROM json_each(?) WHERE true \
-             ON CONFLICT (device) DO UPDATE SET application_id = excluded.application_id, class = excluded.class",
-        )
-        .bind(json)
-        .execute(&mut *self.writer.lock().await)
-        .await?;
-        Ok(())
-    }
-
-    async fn device_facts(&self, device: &DeviceId) -> R<Option<(String, String)>> {
-        let row = sqlx::query("SELECT application_id, class FROM devices WHERE device = ?")
-            .bind(device.to_string())
-            .fetch_optional(&self.reader)
-            .await?;
-        Ok(row.and_then(|r| {
-            let app: Option<String> = r.try_get("application_id").ok()?;
-            let class: Option<String> = r.try_get("class").ok()?;
-            Some((app?, class?))
-        }))
-    }
-
-    async fn take_daily_quota(&self, device: &DeviceId, day: i64, limit: u32) -> R<bool> {
-        // one statement: reset on a new day, count up while under the limit
-        let taken: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO devices (device, next_counter, quota_day, quota_used) VALUES (?1, 1, ?2, 1) \
-             ON CONFLICT (device) DO UPDATE SET \
-                 quota_used = CASE WHEN quota_day IS ?2 THEN quota_used + 1 ELSE 1 END, quota_day = ?2 \
-             WHERE quota_day IS NOT ?2 OR quota_used < ?3 \
-             RETURNING quota_used",
-        )
-        .bind(device.to_string())
-        .bind(day)
-        .bind(limit as i64)
-        .fetch_optional(&mut *self.writer.lock().await)
-        .await?;
-        Ok(taken.is_some_and(|used| used <= limit as i64))
-    }
-
-    async fn return_daily_quota(&self, device: &DeviceId, day: i64) -> R<()> {
-        sqlx::query("UPDATE devices SET quota_used = MAX(quota_used - 1, 0) WHERE device = ? AND quota_day = ?")
-            .bind(device.to_string())
-            .bind(day)
-            .execute(&mut *self.writer.lock().await)
-            .await?;
-        Ok(())
     }
 
     fn journal_path(&self) -> Option<std::path::PathBuf> {
@@ -1006,6 +760,100 @@ impl CommandStore for SqliteStore {
             .execute(&mut *self.writer.lock().await)
             .await
             .is_ok()
+    }
+}
+
+impl SqliteStore {
+    async fn write_device_facts(&self, facts: &[(DeviceId, String, DeviceClass)]) -> R<()> {
+        let rows: Vec<(String, &str, &str)> = facts
+            .iter()
+            .map(|(d, a, c)| (d.to_string(), a.as_str(), c.as_str()))
+            .collect();
+        let json = serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // `WHERE true`: SQLite's upsert after a SELECT needs it to parse
+        sqlx::query(
+            "INSERT INTO devices (device, next_counter, application_id, class) \
+             SELECT value ->> 0, 1, value ->> 1, value ->> 2 FROM json_each(?) WHERE true \
+             ON CONFLICT (device) DO UPDATE SET application_id = excluded.application_id, class = excluded.class",
+        )
+        .bind(json)
+        .execute(&mut *self.writer.lock().await)
+        .await?;
+        Ok(())
+    }
+
+    async fn read_device_facts(&self, device: &DeviceId) -> R<Option<(String, DeviceClass)>> {
+        let row = sqlx::query("SELECT application_id, class FROM devices WHERE device = ?")
+            .bind(device.to_string())
+            .fetch_optional(&self.reader)
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        let app: Option<String> = r.try_get("application_id")?;
+        let class: Option<String> = r.try_get("class")?;
+        let (Some(app), Some(class)) = (app, class) else {
+            return Ok(None);
+        };
+        let class = DeviceClass::from_letter(&class).ok_or_else(|| {
+            StoreError::Corrupt(format!("devices.class of {device}: \"{class}\""))
+        })?;
+        Ok(Some((app, class)))
+    }
+
+    async fn take_quota(&self, device: &DeviceId, day: i64, limit: u32) -> R<bool> {
+        // one statement: reset on a new day, count up while under the limit
+        let taken: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO devices (device, next_counter, quota_day, quota_used) VALUES (?1, 1, ?2, 1) \
+             ON CONFLICT (device) DO UPDATE SET \
+                 quota_used = CASE WHEN quota_day IS ?2 THEN quota_used + 1 ELSE 1 END, quota_day = ?2 \
+             WHERE quota_day IS NOT ?2 OR quota_used < ?3 \
+             RETURNING quota_used",
+        )
+        .bind(device.to_string())
+        .bind(day)
+        .bind(limit as i64)
+        .fetch_optional(&mut *self.writer.lock().await)
+        .await?;
+        Ok(taken.is_some_and(|used| used <= limit as i64))
+    }
+
+    async fn return_quota(&self, device: &DeviceId, day: i64) -> R<()> {
+        sqlx::query("UPDATE devices SET quota_used = MAX(quota_used - 1, 0) WHERE device = ? AND quota_day = ?")
+            .bind(device.to_string())
+            .bind(day)
+            .execute(&mut *self.writer.lock().await)
+            .await?;
+        Ok(())
+    }
+}
+
+impl DeviceFacts for SqliteStore {
+    fn set_device_facts<'a>(
+        &'a self,
+        facts: &'a [(DeviceId, String, DeviceClass)],
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.write_device_facts(facts))
+    }
+
+    fn device_facts<'a>(
+        &'a self,
+        device: &'a DeviceId,
+    ) -> StoreFuture<'a, Option<(String, DeviceClass)>> {
+        Box::pin(self.read_device_facts(device))
+    }
+}
+
+impl Quotas for SqliteStore {
+    fn take_daily_quota<'a>(
+        &'a self,
+        device: &'a DeviceId,
+        day: i64,
+        limit: u32,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(self.take_quota(device, day, limit))
+    }
+
+    fn return_daily_quota<'a>(&'a self, device: &'a DeviceId, day: i64) -> StoreFuture<'a, ()> {
+        Box::pin(self.return_quota(device, day))
     }
 }
 

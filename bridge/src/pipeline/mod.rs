@@ -1,12 +1,15 @@
 //! The one uplink pipeline every network adapter feeds:
 //! decode (the device's codec) → publish telemetry and the retained state → (then the
 //! scheduler fills the receive window the uplink opened).
+pub mod codec;
+pub mod state;
+
 use crate::clock::now_rfc3339;
-use crate::codec::{Codec, Record};
 use crate::device::DeviceId;
 use crate::metrics::{FailureLabels, Metrics, NetworkLabels, UplinkLabels};
 use crate::mqtt::Publisher;
-use crate::state::DeviceState;
+use crate::pipeline::codec::{Codec, Record};
+use crate::pipeline::state::DeviceState;
 use gateway_config::CodecSettings;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};

@@ -1,9 +1,11 @@
 //! The ChirpStack v4 adapter: reads the MQTT integration's events (JSON or Protobuf,
 //! with `chirpstack_api`'s own types) and turns them into pipeline input.
+pub mod uplink_json;
+
 use crate::commands::model::CommandState;
-use crate::commands::store::CommandStore;
+use crate::commands::store::DeviceFacts;
 use crate::commands::{Commands, DownlinkPlan, ReceiveWindow};
-use crate::device::{DeviceId, Network};
+use crate::device::{DeviceClass, DeviceId, Network};
 use crate::metrics::{EventLabels, Metrics};
 use crate::mqtt::Publisher;
 use crate::pipeline::{CodecKeys, Pipeline, RecentKeys, Uplink, lock};
@@ -16,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// A topic template in ChirpStack's syntax: levels that are literals or `{{variables}}`.
@@ -213,7 +216,7 @@ pub fn parse_event(event: &str, payload: &[u8], marshaler: Marshaler) -> Result<
     if json && event == "up" {
         // the common case without pbjson's slow number handling; anything unusual falls
         // through to chirpstack_api's own reader below
-        if let Some(up) = crate::uplink_json::read_up(payload) {
+        if let Some(up) = crate::networks::chirpstack::uplink_json::read_up(payload) {
             return Ok(Event::Up(up));
         }
     }
@@ -302,11 +305,12 @@ fn timestamp(t: &Option<chirpstack_api::pbjson_types::Timestamp>) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn class_name(class: i32) -> &'static str {
-    match chirpstack_api::common::DeviceClass::try_from(class) {
-        Ok(chirpstack_api::common::DeviceClass::ClassB) => "B",
-        Ok(chirpstack_api::common::DeviceClass::ClassC) => "C",
-        _ => "A",
+fn device_class(class: i32) -> DeviceClass {
+    use chirpstack_api::common::DeviceClass as Class;
+    match Class::try_from(class) {
+        Ok(Class::ClassB) => DeviceClass::B,
+        Ok(Class::ClassC) => DeviceClass::C,
+        _ => DeviceClass::A,
     }
 }
 
@@ -316,7 +320,10 @@ fn device_facts(info: &ev::DeviceInfo) -> Map<String, Value> {
     m.insert("application_id".into(), json!(info.application_id));
     m.insert("device_profile_id".into(), json!(info.device_profile_id));
     m.insert("device_name".into(), json!(info.device_name));
-    m.insert("class".into(), json!(class_name(info.device_class_enabled)));
+    m.insert(
+        "class".into(),
+        json!(device_class(info.device_class_enabled).as_str()),
+    );
     m
 }
 
@@ -427,7 +434,7 @@ pub fn uplink_from_event(e: &ev::UplinkEvent, device: DeviceId, received: Instan
         device_name: &info.device_name,
         application_id: &info.application_id,
         device_profile_id: &info.device_profile_id,
-        class: class_name(info.device_class_enabled),
+        class: device_class(info.device_class_enabled).as_str(),
         tags: &info.tags,
     };
     let mut facts = device_facts(info);
@@ -525,24 +532,30 @@ pub struct ChirpstackAdapter {
     downlinker: Arc<Downlinker>,
     metrics: Arc<Metrics>,
     /// (application id, class) last stored per device, to write only changes.
-    facts: Mutex<HashMap<DeviceId, (String, String)>>,
+    facts: Mutex<HashMap<DeviceId, (String, DeviceClass)>>,
+    /// Where the facts are kept across restarts.
+    facts_store: Arc<dyn DeviceFacts>,
     /// Receive windows being filled beside the dispatcher, and the facts writer.
     windows: TaskTracker,
     /// Uplinks whose window was filled as they arrived (deduplication ids), so the
     /// dispatcher does not fill it again.
     early_windows: Mutex<RecentKeys>,
     /// To the facts writer (taken on shutdown so that it drains and ends).
-    facts_tx: Mutex<Option<mpsc::UnboundedSender<(DeviceId, String, String)>>>,
+    facts_tx: Mutex<Option<mpsc::UnboundedSender<(DeviceId, String, DeviceClass)>>>,
+    /// Stops taking due commands (on shutdown).
+    closing: CancellationToken,
 }
 
 impl ChirpstackAdapter {
-    /// An adapter for `[chirpstack]`.
-    pub fn new(
+    /// The adapter for `[chirpstack]`, taking the commands the queue announces as due
+    /// ([`Commands::due`]) until [`ChirpstackAdapter::settle`].
+    pub fn start(
         settings: &ChirpstackSettings,
         pipeline: Arc<Pipeline>,
         commands: Arc<Commands>,
+        facts_store: Arc<dyn DeviceFacts>,
         metrics: Arc<Metrics>,
-    ) -> Self {
+    ) -> Arc<Self> {
         let downlinker = Downlinker {
             command_topic: TopicTemplate::parse(&settings.command_topic),
             marshaler: settings.marshaler,
@@ -550,8 +563,9 @@ impl ChirpstackAdapter {
         };
         let windows = TaskTracker::new();
         let (facts_tx, facts_rx) = mpsc::unbounded_channel();
-        windows.spawn(Self::write_facts(commands.clone(), facts_rx));
-        ChirpstackAdapter {
+        windows.spawn(Self::write_facts(facts_store.clone(), facts_rx));
+        let due = commands.due(Network::Lorawan);
+        let adapter = Arc::new(ChirpstackAdapter {
             event_topic: TopicTemplate::parse(&settings.event_topic),
             marshaler: settings.marshaler,
             region: settings.region,
@@ -561,9 +575,37 @@ impl ChirpstackAdapter {
             downlinker: Arc::new(downlinker),
             metrics,
             facts: Mutex::new(HashMap::new()),
+            facts_store,
             windows,
             early_windows: Mutex::new(RecentKeys::new(4096)),
             facts_tx: Mutex::new(Some(facts_tx)),
+            closing: CancellationToken::new(),
+        });
+        adapter
+            .windows
+            .spawn(Self::take_due(Arc::downgrade(&adapter), due));
+        adapter
+    }
+
+    /// Takes the commands the queue announces as due until shutdown, each beside the
+    /// others (as receive windows are filled).
+    async fn take_due(this: std::sync::Weak<Self>, mut due: mpsc::UnboundedReceiver<DeviceId>) {
+        loop {
+            let closing = match this.upgrade() {
+                Some(a) => a.closing.clone(),
+                None => return,
+            };
+            let device = tokio::select! {
+                d = due.recv() => d,
+                _ = closing.cancelled() => None,
+            };
+            let (Some(device), Some(adapter)) = (device, this.upgrade()) else {
+                return;
+            };
+            let a = adapter.clone();
+            adapter
+                .windows
+                .spawn(async move { a.command_due(&device).await });
         }
     }
 
@@ -571,14 +613,14 @@ impl ChirpstackAdapter {
     /// fleet coming online sends a thousand first uplinks in a fraction of a second: one
     /// write each would queue the receive windows behind them on the store's writer.
     async fn write_facts(
-        commands: Arc<Commands>,
-        mut rx: mpsc::UnboundedReceiver<(DeviceId, String, String)>,
+        store: Arc<dyn DeviceFacts>,
+        mut rx: mpsc::UnboundedReceiver<(DeviceId, String, DeviceClass)>,
     ) {
         while let Some(first) = rx.recv().await {
             // small batches (~1 ms of writing): a receive window's write queues behind
             // at most one of them
             let batch = crate::commands::take_batch(first, &mut rx, 100);
-            if let Err(e) = commands.store().set_device_facts(&batch).await {
+            if let Err(e) = store.set_device_facts(&batch).await {
                 tracing::error!(devices = batch.len(), error = %e, "store failed saving device facts");
             }
         }
@@ -647,6 +689,7 @@ impl ChirpstackAdapter {
 
     /// Waits for the receive windows being filled (on shutdown, before disconnecting).
     pub async fn settle(&self) {
+        self.closing.cancel();
         lock(&self.facts_tx).take();
         self.windows.close();
         self.windows.wait().await;
@@ -660,16 +703,17 @@ impl ChirpstackAdapter {
         Some(ReceiveWindow::of_bytes(n as usize))
     }
 
-    /// After a command is stored: class B and C devices take it at once (ChirpStack
-    /// schedules it for the next ping slot or RX2), sized for the region's RX2 rate.
-    pub async fn command_created(&self, device: &DeviceId) {
+    /// A command became due outside an uplink: class B and C devices take it at once
+    /// (ChirpStack schedules it for the next ping slot or RX2), sized for the region's
+    /// RX2 rate; class A devices wait for their next uplink.
+    async fn command_due(&self, device: &DeviceId) {
         if device.network != Network::Lorawan {
             return;
         }
         let Some((application_id, class)) = self.known_facts(device).await else {
             return;
         };
-        if class == "A" {
+        if !class.always_reachable() {
             return;
         }
         let Some(n) = self.region.max_payload(self.region.rx2().1, self.repeater) else {
@@ -683,17 +727,17 @@ impl ChirpstackAdapter {
         }
     }
 
-    async fn known_facts(&self, device: &DeviceId) -> Option<(String, String)> {
+    async fn known_facts(&self, device: &DeviceId) -> Option<(String, DeviceClass)> {
         if let Some(f) = lock(&self.facts).get(device).cloned() {
             return Some(f);
         }
-        let stored = self
-            .commands
-            .store()
-            .device_facts(device)
-            .await
-            .ok()
-            .flatten()?;
+        let stored = match self.facts_store.device_facts(device).await {
+            Ok(f) => f?,
+            Err(e) => {
+                tracing::error!(device = %device, error = %e, "store failed reading device facts");
+                return None;
+            }
+        };
         lock(&self.facts).insert(device.clone(), stored.clone());
         Some(stored)
     }
@@ -702,7 +746,7 @@ impl ChirpstackAdapter {
     /// beside the event, not before it, batched with others (see `write_facts`): the
     /// facts are cached here already.
     async fn remember(&self, device: &DeviceId, application_id: &str, info: &ev::DeviceInfo) {
-        let class = class_name(info.device_class_enabled).to_owned();
+        let class = device_class(info.device_class_enabled);
         let facts = (application_id.to_owned(), class);
         {
             let mut known = lock(&self.facts);
@@ -856,7 +900,7 @@ impl ChirpstackAdapter {
                     .network_ack(&device, &a.queue_item_id, a.acknowledged)
                     .await
                 {
-                    self.command_created(&retry).await;
+                    self.command_due(&retry).await;
                 }
             }
             Event::Log(l) => {

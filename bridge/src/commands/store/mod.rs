@@ -1,0 +1,207 @@
+//! The durable store, split by concern into three traits a backend implements:
+//! - [`CommandStore`]: the commands, their history and the event bookkeeping (the queue,
+//!   [`super::Commands`], is its one user);
+//! - [`DeviceFacts`]: how to reach a device (the ChirpStack adapter's application and
+//!   LoRaWAN class);
+//! - [`Quotas`]: a network's downlink quotas (Sigfox's per day).
+//!
+//! Adapters hold only the `dyn` trait they need; the queue is generic over its
+//! [`CommandStore`]. [`sqlite`] implements all three; a PostgreSQL backend is a second
+//! implementation of the same traits.
+pub mod sqlite;
+
+use super::model::{Command, CommandState, HistoryEntry};
+use crate::device::{DeviceClass, DeviceId};
+use std::future::Future;
+use std::pin::Pin;
+
+pub use sqlite::SqliteStore;
+
+/// A command to create.
+#[derive(Debug, Clone)]
+pub struct NewCommand {
+    /// The client's idempotency key, or `None` for a fresh UUID.
+    pub id: Option<String>,
+    /// The device.
+    pub device: DeviceId,
+    /// What it asks.
+    pub command: device_node::Command,
+    /// Ask for a confirmed downlink.
+    pub confirmed: bool,
+    /// Time to live, ms.
+    pub ttl_ms: i64,
+}
+
+/// The outcome of [`CommandStore::create`].
+#[derive(Debug, Clone)]
+pub enum Created {
+    /// Stored now, with the device's pending commands (queued, scheduled or sent) as
+    /// the same transaction counted them.
+    New(Command, HistoryEntry, u64),
+    /// The id was known: the command stored before.
+    Existing(Command),
+}
+
+/// A queued command as the in-memory queue keeps it.
+#[derive(Debug, Clone)]
+pub struct QueuedCommand {
+    /// The command.
+    pub command: Command,
+    /// Lock/unlock: goes first.
+    pub urgent: bool,
+    /// Insertion order, for ties.
+    pub seq: i64,
+}
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("store: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A client id already names a command of another device.
+    #[error("id \"{id}\" already names a command of {device}")]
+    IdConflict {
+        /// The id.
+        id: String,
+        /// The device it belongs to.
+        device: String,
+    },
+    /// A client id already names a different command of the same device.
+    #[error("id \"{id}\" already names a different command ({existing}) of this device")]
+    IdReused {
+        /// The id.
+        id: String,
+        /// What the stored command is, e.g. "unlock, confirmed".
+        existing: String,
+    },
+    /// A stored row does not read back.
+    #[error("store: corrupt row: {0}")]
+    Corrupt(String),
+    /// `storage.url` names a store this build does not have.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The task that commits creations has stopped (the store is shutting down).
+    #[error("store: the creation writer has stopped")]
+    Stopped,
+}
+
+pub(crate) type R<T> = Result<T, StoreError>;
+
+/// A store call's future, boxed, for the traits adapters hold as `dyn`.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = R<T>> + Send + 'a>>;
+
+/// The command store's interface.
+pub trait CommandStore: Send + Sync + 'static {
+    /// Stores a command with the device's next counter, in state `queued`; a known id
+    /// returns the command stored before (idempotency). The creation is submitted when
+    /// this is called, not when the future is first polled: creations keep the order of
+    /// the calls, and several submitted before any is awaited commit together.
+    fn create(
+        &self,
+        new: NewCommand,
+        now: i64,
+    ) -> impl Future<Output = R<Created>> + Send + 'static;
+    /// One command and its history.
+    fn get(&self, id: &str)
+    -> impl Future<Output = R<Option<(Command, Vec<HistoryEntry>)>>> + Send;
+    /// A device's commands, newest first.
+    fn list(
+        &self,
+        device: &DeviceId,
+        state: Option<CommandState>,
+        limit: u32,
+    ) -> impl Future<Output = R<Vec<Command>>> + Send;
+    /// Every `queued` command, to rebuild the in-memory queue at start.
+    fn queued_commands(&self) -> impl Future<Output = R<Vec<QueuedCommand>>> + Send;
+    /// Marks commands `scheduled` in the downlinks that carry them: (command id,
+    /// downlink id) pairs, many windows in one write. Only commands still `queued` move;
+    /// returns those with their history entries.
+    fn mark_scheduled(
+        &self,
+        taken: &[(String, String)],
+        now: i64,
+    ) -> impl Future<Output = R<Vec<(Command, HistoryEntry)>>> + Send;
+    /// Applies a window journal entry at start: like [`CommandStore::mark_scheduled`]
+    /// at `at`, but only to commands whose record has not changed since (`updated_at <
+    /// at`): one put back in the queue after that window (a NACK) stays queued.
+    fn replay_scheduled(
+        &self,
+        taken: &[(String, String)],
+        at: i64,
+    ) -> impl Future<Output = R<Vec<(Command, HistoryEntry)>>> + Send;
+    /// Moves a command to `to` if it is in one of `from`; returns it and the history entry.
+    fn transition(
+        &self,
+        id: &str,
+        from: &[CommandState],
+        to: CommandState,
+        reason: Option<&str>,
+        now: i64,
+    ) -> impl Future<Output = R<Option<(Command, HistoryEntry)>>> + Send;
+    /// The commands a downlink carried.
+    fn by_network_ref(&self, network_ref: &str) -> impl Future<Output = R<Vec<Command>>> + Send;
+    /// LoRaWAN downlinks (device, downlink id) whose commands are still `scheduled` and
+    /// unchanged since before `before`: hand-overs the network never confirmed.
+    fn unconfirmed_handovers(
+        &self,
+        before: i64,
+    ) -> impl Future<Output = R<Vec<(DeviceId, String)>>> + Send;
+    /// The latest command of a device with this counter.
+    fn by_counter(
+        &self,
+        device: &DeviceId,
+        counter: u16,
+    ) -> impl Future<Output = R<Option<Command>>> + Send;
+    /// Expires every open command past its time.
+    fn expire_due(&self, now: i64) -> impl Future<Output = R<Vec<(Command, HistoryEntry)>>> + Send;
+    /// Devices with commands not yet in a final state (they may still acknowledge one).
+    fn devices_with_open_commands(&self) -> impl Future<Output = R<Vec<DeviceId>>> + Send;
+    /// Commands of a device still on their way.
+    fn pending_count(&self, device: &DeviceId) -> impl Future<Output = R<u64>> + Send;
+    /// The time up to which every command event is known to be published (the broker
+    /// acknowledged it); `None` before the first one is recorded.
+    fn events_confirmed_through(&self) -> impl Future<Output = R<Option<i64>>> + Send;
+    /// Records that every command event up to `at` is published.
+    fn set_events_confirmed_through(&self, at: i64) -> impl Future<Output = R<()>> + Send;
+    /// Every state change at or after `at`, with its command, in the order they happened.
+    fn history_since(
+        &self,
+        at: i64,
+    ) -> impl Future<Output = R<Vec<(Command, HistoryEntry)>>> + Send;
+    /// Whether the store answers.
+    fn ping(&self) -> impl Future<Output = bool> + Send;
+    /// Housekeeping off the request path, run every second.
+    fn maintain(&self) -> impl Future<Output = ()> + Send;
+    /// Where this bridge's window journal lives (see [`super::journal`]): beside a
+    /// database file; `None` (an in-memory database) makes windows wait for the store.
+    fn journal_path(&self) -> Option<std::path::PathBuf>;
+}
+
+/// How to reach a device: the ChirpStack adapter's application id and LoRaWAN class.
+pub trait DeviceFacts: Send + Sync {
+    /// Remembers how to reach devices: (device, ChirpStack application, LoRaWAN class),
+    /// many in one write.
+    fn set_device_facts<'a>(
+        &'a self,
+        facts: &'a [(DeviceId, String, DeviceClass)],
+    ) -> StoreFuture<'a, ()>;
+    /// The remembered application id and class.
+    fn device_facts<'a>(
+        &'a self,
+        device: &'a DeviceId,
+    ) -> StoreFuture<'a, Option<(String, DeviceClass)>>;
+}
+
+/// A network's downlink quotas, counted per device and day.
+pub trait Quotas: Send + Sync {
+    /// Takes one downlink from a daily quota; false when it is used up.
+    fn take_daily_quota<'a>(
+        &'a self,
+        device: &'a DeviceId,
+        day: i64,
+        limit: u32,
+    ) -> StoreFuture<'a, bool>;
+    /// Gives back a downlink taken from today's quota (the network did not send it).
+    fn return_daily_quota<'a>(&'a self, device: &'a DeviceId, day: i64) -> StoreFuture<'a, ()>;
+}
