@@ -14,7 +14,7 @@
 //! 3. an uplink behind a burst of MQTT command requests: from publishing the `up` event
 //!    to receiving its telemetry, with 200 requests published just before it on the
 //!    same connection, against the same uplink with none before it.
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use axum::Router;

@@ -10,7 +10,7 @@
 //!    has N outputs;
 //! 2. latency at a fixed rate (5,000 uplinks/s): publisher → broker → system under test
 //!    → broker → sink, per message, p50/p99/max.
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use common::*;

@@ -6,7 +6,7 @@
 //!
 //! cargo bench -p longproto-bridge --bench sigfox
 //! (`LONGPROTO_BENCH_SECS=10` runs each case longer, for a profiler)
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use axum::Router;

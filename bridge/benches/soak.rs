@@ -16,7 +16,7 @@
 //!   frames the vehicles received again and refused), executed twice (actuator runs
 //!   beyond the distinct commands the bridge saw executed);
 //! - the bridge's RSS and open files over time, per process.
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use common::*;

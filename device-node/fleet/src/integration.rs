@@ -2,11 +2,12 @@
 //! integration: `up` events (with an `ack` event first when the previous downlink was
 //! confirmed), `command/down` taken into the device's queue and sent in the receive
 //! window after its next uplink (class A) or at once (class C), then `txack`.
+use super::events::{self, Up};
 use super::rfc3339;
 use super::{Class, Fleet, Radio, SimDevice, Stats, lock, now_ms};
 use base64::Engine;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,18 +63,17 @@ pub fn device_info(fleet: &Fleet, d: &SimDevice) -> Value {
         Radio::Lorawan(Class::C) => "CLASS_C",
         _ => "CLASS_A",
     };
-    json!({"tenantId": "52f14cd4-c6f1-4fbd-8f87-4025e1d49242",
-        "tenantName": "fleet", "applicationId": fleet.targets.application_id,
-        "applicationName": "simulated fleet", "deviceProfileId": "fleet-profile",
-        "deviceProfileName": "longproto vehicle", "deviceName": format!("vehicle-{}", &d.id[10..]),
-        "devEui": d.id, "deviceClassEnabled": class, "tags": {"fleet": "simulated"}})
+    events::Device {
+        application_id: &fleet.targets.application_id,
+        name: &format!("vehicle-{}", &d.id[10..]),
+        dev_eui: &d.id,
+        class,
+    }
+    .info()
 }
 
 async fn publish(fleet: &Fleet, cs: &AsyncClient, eui: &str, event: &str, body: Value) {
-    let topic = format!(
-        "application/{}/device/{eui}/event/{event}",
-        fleet.targets.application_id
-    );
+    let topic = events::topic(&fleet.targets.application_id, eui, event);
     let payload = serde_json::to_vec(&body).unwrap_or_default();
     if cs
         .publish(topic, QoS::AtLeastOnce, false, payload)
@@ -95,9 +95,7 @@ async fn window(fleet: &Fleet, cs: &AsyncClient, eui: &str) {
         Some((id, device_info(fleet, d)))
     });
     if let Some(Some((id, info))) = sent {
-        let body = json!({"downlinkId": 1, "time": rfc3339(now_ms() as i64), "deviceInfo": info,
-            "queueItemId": id, "fCntDown": 1, "gatewayId": "0016c001f153a14c",
-            "txInfo": {"frequency": 869525000, "power": 14}});
+        let body = events::txack(info, &id, &rfc3339(now_ms() as i64));
         publish(fleet, cs, eui, "txack", body).await;
     }
 }
@@ -114,28 +112,33 @@ pub(super) async fn uplink(fleet: &Arc<Fleet>, cs: &AsyncClient, eui: &str, now:
         d.f_cnt += 1;
         stats.lorawan_uplinks += 1;
         let info = device_info(fleet, d);
+        let time = rfc3339(now as i64);
         let ack = d.unacked_down.take().map(|id| {
-            json!({"deduplicationId": format!("{eui}-{}-ack", d.f_cnt), "time": rfc3339(now as i64),
-                "deviceInfo": info, "queueItemId": id, "acknowledged": true, "fCntDown": 1})
+            let dedup = format!("{eui}-{}-ack", d.f_cnt);
+            events::ack(info.clone(), &dedup, &time, &id, true)
         });
-        let up = json!({
-            "deduplicationId": format!("{eui}-{}", d.f_cnt), "time": rfc3339(now as i64),
-            "deviceInfo": info, "devAddr": format!("01{}", &d.id[10..]), "adr": true, "dr": 5,
-            "fCnt": d.f_cnt, "fPort": device_node::TELEMETRY_FPORT, "confirmed": false,
-            "data": B64.encode(&buf[..n]),
-            "rxInfo": [{"gatewayId": "0016c001f153a14c", "uplinkId": d.f_cnt, "rssi": -92, "snr": 7.5,
-                "channel": 0, "context": "AAAAAA==", "crcStatus": "CRC_OK"}],
-            "txInfo": {"frequency": 868100000, "modulation": {"lora": {"bandwidth": 125000,
-                "spreadingFactor": 7, "codeRate": "CR_4_5"}}},
-            "regionConfigId": "eu868"
-        });
+        let up = Up {
+            deduplication_id: &format!("{eui}-{}", d.f_cnt),
+            time: &time,
+            dev_addr: &format!("01{}", &d.id[10..]),
+            dr: 5,
+            f_cnt: d.f_cnt,
+            f_port: device_node::TELEMETRY_FPORT,
+            data: &buf[..n],
+            radio: events::Radio::default(),
+        }
+        .to_json(info.clone());
         (up, ack, joined.then_some(info))
     }) else {
         return;
     };
     if let Some(info) = joined {
-        let join = json!({"deduplicationId": format!("{eui}-join"), "time": rfc3339(now as i64),
-            "deviceInfo": info, "devAddr": format!("01{}", &eui[10..]), "regionConfigId": "eu868"});
+        let join = events::join(
+            info,
+            &format!("{eui}-join"),
+            &rfc3339(now as i64),
+            &format!("01{}", &eui[10..]),
+        );
         publish(fleet, cs, eui, "join", join).await;
     }
     if let Some(ack) = ack {

@@ -14,7 +14,9 @@
 //! Every device's vehicle executes what its node logic hands it; the simulator counts
 //! what it sent and received and, watching the bridge's `command-events`, how long each
 //! command took from `queued` to `executed`.
+pub mod events;
 pub mod gateway;
+pub mod http;
 pub mod integration;
 pub mod sigfox;
 
@@ -494,37 +496,23 @@ async fn watch_commands(fleet: Arc<Fleet>) {
     }
 }
 
-/// A small HTTP/1.1 POST of JSON over a real socket: (status, JSON body or null).
+/// POSTs JSON to the bridge: the status and the JSON answer (`null` if none).
 pub async fn post(
     addr: SocketAddr,
     path: &str,
     auth: &str,
     body: &Value,
 ) -> anyhow::Result<(u16, Value)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = serde_json::to_vec(body)?;
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.set_nodelay(true)?;
-    let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(&body);
-    s.write_all(&req).await?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await?;
-    let text = String::from_utf8_lossy(&buf);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let json = text
-        .split_once("\r\n\r\n")
-        .and_then(|(_, b)| serde_json::from_str(b).ok())
-        .unwrap_or(Value::Null);
-    Ok((status, json))
+    let headers = [
+        ("Authorization", auth),
+        ("Content-Type", "application/json"),
+    ];
+    let r = http::request(addr, "POST", path, &headers, &body).await?;
+    Ok((
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+    ))
 }
 
 #[cfg(test)]

@@ -2,9 +2,7 @@
 //! independently (tools/lorawan_vectors.py), and the `longproto-fleet` binary driving a
 //! running bridge through mosquitto (ChirpStack integration) and HTTP (Sigfox) until
 //! commands are executed by the simulated devices.
-mod common;
-
-use common::*;
+use crate::common::*;
 use longproto_fleet::gateway::{self, FrameError, Session};
 use prost::Message;
 use serde_json::{Value, json};

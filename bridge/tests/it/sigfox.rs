@@ -1,8 +1,6 @@
 //! Sigfox callbacks over real HTTP: uplinks, BIDIR replies, ACKNOWLEDGE, and every kind
 //! of bad input.
-mod common;
-
-use common::*;
+use crate::common::*;
 use longproto_bridge::app::Bridge;
 use longproto_bridge::clock::ManualClock;
 use serde_json::{Map, Value, json};

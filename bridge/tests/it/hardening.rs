@@ -1,8 +1,6 @@
 //! What a broken or hostile peer can do to the bridge: each test sends the input that
 //! once did harm, through a real mosquitto, a real HTTP socket or the real binary.
-mod common;
-
-use common::*;
+use crate::common::*;
 use rumqttc::QoS;
 use serde_json::{Value, json};
 use std::time::Duration;

@@ -1,8 +1,6 @@
 //! The real binary under SIGTERM: finishes what it has, publishes `offline`, exits 0,
 //! and leaves unprocessed messages with the broker for its next run.
-mod common;
-
-use common::*;
+use crate::common::*;
 use rumqttc::QoS;
 use serde_json::Value;
 use std::collections::BTreeMap;

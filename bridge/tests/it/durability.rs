@@ -1,8 +1,6 @@
 //! `kill -9` at the worst moments: every command answered 202 survives, none is sent
 //! twice, and counters carry on.
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

@@ -3,13 +3,13 @@
 #![allow(dead_code)]
 
 use longproto_bridge::app::Bridge;
+use longproto_fleet::events;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 /// A mosquitto broker of the test's own, with persistence, on 127.0.0.1.
@@ -294,7 +294,8 @@ pub fn uuid_like() -> String {
     )
 }
 
-/// One HTTP/1.1 exchange over a real socket: status, headers (lowercase names), body.
+/// One HTTP/1.1 exchange over a real socket (`longproto_fleet::http`, the one client):
+/// status, headers (lowercase names), body.
 pub async fn http(
     addr: SocketAddr,
     method: &str,
@@ -302,68 +303,14 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.set_nodelay(true).unwrap();
-    let mut bytes = req.into_bytes();
-    bytes.extend_from_slice(body);
-    s.write_all(&bytes).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
-        .await
-        .expect("response in 10 s")
-        .unwrap();
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete head");
-    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-    let mut lines = head.lines();
-    let status: u16 = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| {
-            l.split_once(':')
-                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        })
-        .collect();
-    let mut body = buf[split + 4..].to_vec();
-    if headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
-    {
-        body = dechunk(&body);
-    }
-    (status, headers, body)
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
-            return out;
-        };
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap_or(0);
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
-        b = &b[eol + 4 + size..];
-    }
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        longproto_fleet::http::request(addr, method, path, headers, body),
+    )
+    .await
+    .expect("response in 10 s")
+    .expect("a complete HTTP response");
+    (r.status, r.headers, r.body)
 }
 
 /// The test vectors of a file.
@@ -429,7 +376,11 @@ pub async fn sigfox_callback(
     (status, serde_json::from_slice(&b).unwrap_or(Value::Null))
 }
 
-/// Plays ChirpStack's side of the MQTT integration: publishes events, reads `command/down`.
+/// The time the double's events carry.
+const TIME: &str = "2025-06-13T12:51:07.118204+00:00";
+
+/// Plays ChirpStack's side of the MQTT integration: publishes the events
+/// `longproto_fleet::events` builds, reads `command/down`.
 pub struct ChirpstackDouble {
     pub client: AsyncClient,
     pub downs: Watcher,
@@ -453,12 +404,17 @@ impl ChirpstackDouble {
     }
 
     fn device_info(&self, eui: &str, class: &str) -> Value {
-        serde_json::json!({"tenantId": "t", "applicationId": self.app, "applicationName": "fleet", "deviceProfileId": "p",
-            "deviceProfileName": "profile", "deviceName": format!("dev-{eui}"), "devEui": eui, "deviceClassEnabled": class})
+        events::Device {
+            application_id: &self.app,
+            name: &format!("dev-{eui}"),
+            dev_eui: eui,
+            class,
+        }
+        .info()
     }
 
     pub async fn event(&self, eui: &str, event: &str, body: Value) {
-        let topic = format!("application/{}/device/{eui}/event/{event}", self.app);
+        let topic = events::topic(&self.app, eui, event);
         self.client
             .publish(
                 topic,
@@ -472,35 +428,46 @@ impl ChirpstackDouble {
 
     /// A class A uplink at a data rate, with a longproto payload (hex) on fPort 10.
     pub async fn up(&self, eui: &str, dr: u32, f_cnt: u32, hex_payload: &str) {
-        let data = {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD.encode(hex::decode(hex_payload).unwrap())
-        };
-        let body = serde_json::json!({
-            "deduplicationId": format!("{eui}-{f_cnt}-{}", uuid_like()),
-            "time": "2025-06-13T12:51:07.118204+00:00",
-            "deviceInfo": self.device_info(eui, "CLASS_A"),
-            "devAddr": "01a44c4c", "dr": dr, "fCnt": f_cnt, "fPort": 10, "data": data,
-            "rxInfo": [{"gatewayId": "2cf7f11081400088", "rssi": -90, "snr": 7.0}],
-            "txInfo": {"frequency": 868100000}, "regionConfigId": "eu868"
-        });
+        let body = events::Up {
+            deduplication_id: &format!("{eui}-{f_cnt}-{}", uuid_like()),
+            time: TIME,
+            dev_addr: "01a44c4c",
+            dr,
+            f_cnt,
+            f_port: 10,
+            data: &hex::decode(hex_payload).unwrap(),
+            radio: events::Radio {
+                gateway_id: "2cf7f11081400088",
+                rssi: -90,
+                snr: 7.0,
+                ..Default::default()
+            },
+        }
+        .to_json(self.device_info(eui, "CLASS_A"));
         self.event(eui, "up", body).await;
     }
 
     pub async fn txack(&self, eui: &str, queue_item_id: &str) {
-        self.event(eui, "txack", serde_json::json!({"downlinkId": 1, "deviceInfo": self.device_info(eui, "CLASS_A"), "queueItemId": queue_item_id, "fCntDown": 1, "gatewayId": "2cf7f11081400088"})).await;
+        let body = events::txack(self.device_info(eui, "CLASS_A"), queue_item_id, TIME);
+        self.event(eui, "txack", body).await;
     }
 
     pub async fn ack(&self, eui: &str, queue_item_id: &str, acknowledged: bool) {
-        self.event(eui, "ack", serde_json::json!({"deduplicationId": uuid_like(), "deviceInfo": self.device_info(eui, "CLASS_A"), "queueItemId": queue_item_id, "acknowledged": acknowledged, "fCntDown": 1})).await;
+        let info = self.device_info(eui, "CLASS_A");
+        let body = events::ack(info, &uuid_like(), TIME, queue_item_id, acknowledged);
+        self.event(eui, "ack", body).await;
     }
 
     pub async fn log(&self, eui: &str, queue_item_id: &str, code: &str, description: &str) {
-        self.event(eui, "log", serde_json::json!({"deviceInfo": self.device_info(eui, "CLASS_A"), "level": "ERROR", "code": code, "description": description, "context": {"queue_item_id": queue_item_id}})).await;
+        let info = self.device_info(eui, "CLASS_A");
+        let body = events::log(info, TIME, queue_item_id, code, description);
+        self.event(eui, "log", body).await;
     }
 
     pub async fn join(&self, eui: &str, class: &str) {
-        self.event(eui, "join", serde_json::json!({"deduplicationId": uuid_like(), "deviceInfo": self.device_info(eui, class), "devAddr": "00b1c2d3", "regionConfigId": "eu868"})).await;
+        let info = self.device_info(eui, class);
+        let body = events::join(info, &uuid_like(), TIME, "00b1c2d3");
+        self.event(eui, "join", body).await;
     }
 
     /// The next `command/down`: (topic, JSON, payload bytes).
@@ -531,51 +498,17 @@ pub async fn wait_state(events: &mut Watcher, command_id: &str, state: &str) -> 
     }
 }
 
-/// One keep-alive HTTP/1.1 connection.
-pub struct Conn {
-    r: BufReader<tokio::net::TcpStream>,
-}
+/// One keep-alive HTTP/1.1 connection (`longproto_fleet::http::Conn`).
+pub struct Conn(longproto_fleet::http::Conn);
 
 impl Conn {
     pub async fn new(addr: SocketAddr) -> Self {
-        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.set_nodelay(true).unwrap();
-        Conn {
-            r: BufReader::new(s),
-        }
+        Conn(longproto_fleet::http::Conn::new(addr).await.unwrap())
     }
 
     /// POSTs JSON with an Authorization header; returns the status and the body.
     pub async fn post(&mut self, path: &str, authorization: &str, body: &[u8]) -> (u16, Vec<u8>) {
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        // one write: head and body in two segments would meet Nagle and delayed ACKs
-        let mut request = head.into_bytes();
-        request.extend_from_slice(body);
-        self.r.get_mut().write_all(&request).await.unwrap();
-        let mut line = String::new();
-        self.r.read_line(&mut line).await.unwrap();
-        let status: u16 = line
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let mut len = 0;
-        loop {
-            line.clear();
-            self.r.read_line(&mut line).await.unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; len];
-        self.r.read_exact(&mut body).await.unwrap();
-        (status, body)
+        self.0.post(path, authorization, body).await.unwrap()
     }
 }
 

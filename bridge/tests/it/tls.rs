@@ -1,7 +1,5 @@
 //! mqtts:// through a real mosquitto with a TLS listener and a CA made for the test.
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::time::Duration;
 

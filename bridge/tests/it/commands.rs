@@ -1,8 +1,6 @@
 //! The command queue end to end: HTTP and MQTT in, ChirpStack's `command/down` out,
 //! through a real mosquitto, real HTTP and a real SQLite file.
-mod common;
-
-use common::*;
+use crate::common::*;
 use longproto_bridge::app::Bridge;
 use longproto_bridge::clock::ManualClock;
 use serde_json::{Value, json};

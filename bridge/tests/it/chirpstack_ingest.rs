@@ -1,8 +1,6 @@
 //! ChirpStack ingest through a real mosquitto: events in, telemetry and state out.
-mod common;
-
+use crate::common::*;
 use chirpstack_api::{common as cs_common, gw, integration};
-use common::*;
 use prost::Message;
 use rumqttc::{AsyncClient, QoS};
 use serde_json::{Value, json};

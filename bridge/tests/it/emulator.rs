@@ -13,9 +13,7 @@
 //!
 //! The UF2s come from `./tools/test.sh`, which builds the firmware (and the deliberately
 //! broken variant), installs rp2040js and defmt-print, before it runs these tests.
-mod common;
-
-use common::*;
+use crate::common::*;
 use gateway_config::airtime::LoraParams;
 use lorawan::creator::{DataPayloadCreator, JoinAcceptCreator};
 use lorawan::keys::{AppKey, AppSKey, NewSKey};
@@ -483,29 +481,31 @@ impl NetworkServer {
         .to_vec()
     }
 
-    fn device_info(&self) -> Value {
-        json!({"tenantId": "52f14cd4-c6f1-4fbd-8f87-4025e1d49242", "tenantName": "fleet",
-            "applicationId": self.cs.app, "applicationName": "vehicles",
-            "deviceProfileId": "0d2e2b94-1d2f-4b21-9d3c-6c8f3a6f1b11", "deviceProfileName": "rp2040-sx1276",
-            "deviceName": "pico-1", "devEui": DEV_EUI, "deviceClassEnabled": "CLASS_A", "tags": {}})
-    }
-
     async fn publish_up(&self, tx: &Value, up: &Uplink) {
-        use base64::Engine;
-        let sf = tx["sf"].as_u64().unwrap();
-        let body = json!({
-            "deduplicationId": format!("emu-{}", uuid_like()),
-            "time": "2026-11-28T09:00:00Z",
-            "deviceInfo": self.device_info(),
-            "devAddr": hex::encode(DEV_ADDR),
-            "adr": false, "dr": 12 - sf, "fCnt": up.f_cnt, "fPort": up.f_port, "confirmed": false,
-            "data": base64::engine::general_purpose::STANDARD.encode(&up.data),
-            "rxInfo": [{"gatewayId": "0016c001ff10a235", "uplinkId": 1, "rssi": -97, "snr": 7.0,
-                "channel": 0, "context": "AAAAAA==", "crcStatus": "CRC_OK"}],
-            "txInfo": {"frequency": tx["freq"], "modulation": {"lora": {"bandwidth": tx["bw"],
-                "spreadingFactor": sf, "codeRate": "CR_4_5"}}},
-            "regionConfigId": "eu868"
-        });
+        let sf = tx["sf"].as_u64().unwrap() as u32;
+        let device = longproto_fleet::events::Device {
+            application_id: &self.cs.app,
+            name: "pico-1",
+            dev_eui: DEV_EUI,
+            class: "CLASS_A",
+        };
+        let body = longproto_fleet::events::Up {
+            deduplication_id: &format!("emu-{}", uuid_like()),
+            time: "2026-11-28T09:00:00Z",
+            dev_addr: &hex::encode(DEV_ADDR),
+            dr: 12 - sf,
+            f_cnt: up.f_cnt,
+            f_port: up.f_port,
+            data: &up.data,
+            radio: longproto_fleet::events::Radio {
+                gateway_id: "0016c001ff10a235",
+                rssi: -97,
+                snr: 7.0,
+                frequency: tx["freq"].as_u64().unwrap() as u32,
+                spreading_factor: sf,
+            },
+        }
+        .to_json(device.info());
         self.cs.event(DEV_EUI, "up", body).await;
     }
 
