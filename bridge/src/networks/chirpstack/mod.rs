@@ -467,6 +467,24 @@ pub struct Downlinker {
 }
 
 impl Downlinker {
+    /// Hands a filled window's plan (if any) over, and times it from the uplink's
+    /// arrival (`uplink_downlink_latency_seconds`).
+    async fn hand_over_timed(
+        &self,
+        commands: &Commands,
+        metrics: &Metrics,
+        application_id: &str,
+        plan: Option<DownlinkPlan>,
+        received: Instant,
+    ) {
+        if let Some(plan) = plan {
+            self.hand_over(commands, application_id, &plan).await;
+            metrics
+                .downlink_latency
+                .observe(received.elapsed().as_secs_f64());
+        }
+    }
+
     /// Publishes the plan for a device of ChirpStack application `application_id`; an
     /// error names why it could not be handed over.
     pub async fn send(&self, application_id: &str, plan: &DownlinkPlan) -> Result<(), String> {
@@ -675,14 +693,10 @@ impl ChirpstackAdapter {
             self.metrics.clone(),
         );
         self.windows.spawn(async move {
-            if let Some(plan) = commands.fill_window(&device, window).await {
-                downlinker
-                    .hand_over(&commands, &application_id, &plan)
-                    .await;
-                metrics
-                    .downlink_latency
-                    .observe(received.elapsed().as_secs_f64());
-            }
+            let plan = commands.fill_window(&device, window).await;
+            downlinker
+                .hand_over_timed(&commands, &metrics, &application_id, plan, received)
+                .await;
         });
         true
     }
@@ -851,14 +865,9 @@ impl ChirpstackAdapter {
                     );
                     self.windows.spawn(async move {
                         let plan = commands.after_uplink(&device, &acks, window).await;
-                        if let Some(plan) = plan {
-                            downlinker
-                                .hand_over(&commands, &application_id, &plan)
-                                .await;
-                            metrics
-                                .downlink_latency
-                                .observe(received.elapsed().as_secs_f64());
-                        }
+                        downlinker
+                            .hand_over_timed(&commands, &metrics, &application_id, plan, received)
+                            .await;
                     });
                     // let it start now: a task spawned here waits in this worker's
                     // LIFO slot, which no other worker may steal from, until the
