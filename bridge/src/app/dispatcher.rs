@@ -34,13 +34,9 @@ pub struct Routes {
 /// request: once it is stored). On stop it closes the channel (the connection stops
 /// forwarding) and finishes what it holds.
 ///
-/// One message at a time: MQTT 3.1.1 requires PUBACKs in the order the messages arrived
-/// (MQTT-4.6.0-2). mosquitto tolerates other orders, rumqttd closes the connection.
-/// Command requests are the exception to "one at a time": storing one waits for an
-/// fsync, and an uplink queued behind a burst of them would miss its receive window. So
-/// they go to the command lane ([`mqtt_api::command_lane`]) and the dispatcher goes on; their
-/// acknowledgements wait in order ([`Ack`]), holding back the ones behind them but not
-/// the work.
+/// One message at a time, except command requests, which go to the command lane
+/// ([`mqtt_api::command_lane`]) while their acknowledgements wait in order ([`Ack`]).
+/// Why: docs/architecture.md, "One dispatcher, in order".
 pub async fn dispatch(
     mut rx: mpsc::UnboundedReceiver<Incoming>,
     stop: CancellationToken,

@@ -27,19 +27,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../../migrations/0003_events_owed.sql")),
 ];
 
-/// SQLite in WAL mode. Creating a command commits with `synchronous = FULL`: the `202`
-/// is only answered once the command is on disk, even across a power cut. Creations
-/// commit in groups: whatever arrived while the last group was being written goes into
-/// the next transaction, so one fsync covers many (see [`group_commits`]). State changes
-/// commit with `NORMAL`: they survive a `kill -9` (the operating system holds the WAL),
-/// and the next FULL commit syncs them too; a power cut may lose the last few, which at
-/// worst sends a command again with the same counter, and the node's replay window
-/// refuses to execute it twice. Scheduling stays well inside a class A receive window.
-///
-/// One connection writes, the others read: SQLite admits one writer at a time, and
-/// writers racing for its lock wait in its busy handler, which sleeps for milliseconds;
-/// queueing for the one writer connection instead costs microseconds. In WAL mode the
-/// readers go on beside the writer.
+/// SQLite in WAL mode: creations commit with `synchronous = FULL`, in groups
+/// ([`group_commits`]), state changes with `NORMAL`; one connection writes, the others
+/// read. Why: docs/architecture.md, "The store decides, the radio protects", "Group
+/// commit for creations" and "One SQLite writer, three readers".
 #[derive(Clone)]
 pub struct SqliteStore {
     /// The one writing connection, held directly: a pool of one hands a released
