@@ -186,11 +186,12 @@ pub trait DeviceFacts: Send + Sync {
         &'a self,
         facts: &'a [(DeviceId, String, DeviceClass)],
     ) -> StoreFuture<'a, ()>;
-    /// The remembered application id and class.
+    /// The remembered application id and class of those of `devices` it knows, in one
+    /// read.
     fn device_facts<'a>(
         &'a self,
-        device: &'a DeviceId,
-    ) -> StoreFuture<'a, Option<(String, DeviceClass)>>;
+        devices: &'a [DeviceId],
+    ) -> StoreFuture<'a, Vec<(DeviceId, String, DeviceClass)>>;
 }
 
 /// A network's downlink quotas, counted per device and day.

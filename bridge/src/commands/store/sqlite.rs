@@ -773,21 +773,33 @@ impl SqliteStore {
         Ok(())
     }
 
-    async fn read_device_facts(&self, device: &DeviceId) -> R<Option<(String, DeviceClass)>> {
-        let row = sqlx::query("SELECT application_id, class FROM devices WHERE device = ?")
-            .bind(device.to_string())
-            .fetch_optional(&self.reader)
-            .await?;
-        let Some(r) = row else { return Ok(None) };
-        let app: Option<String> = r.try_get("application_id")?;
-        let class: Option<String> = r.try_get("class")?;
-        let (Some(app), Some(class)) = (app, class) else {
-            return Ok(None);
-        };
-        let class = DeviceClass::from_letter(&class).ok_or_else(|| {
-            StoreError::Corrupt(format!("devices.class of {device}: \"{class}\""))
-        })?;
-        Ok(Some((app, class)))
+    async fn read_device_facts(
+        &self,
+        devices: &[DeviceId],
+    ) -> R<Vec<(DeviceId, String, DeviceClass)>> {
+        let names: Vec<String> = devices.iter().map(|d| d.to_string()).collect();
+        let json = serde_json::to_string(&names).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let rows = sqlx::query(
+            "SELECT device, application_id, class FROM devices \
+             WHERE device IN (SELECT value FROM json_each(?)) \
+             AND application_id IS NOT NULL AND class IS NOT NULL",
+        )
+        .bind(json)
+        .fetch_all(&self.reader)
+        .await?;
+        let mut facts = Vec::with_capacity(rows.len());
+        for r in rows {
+            let device: String = r.try_get("device")?;
+            let app: String = r.try_get("application_id")?;
+            let class: String = r.try_get("class")?;
+            let device = DeviceId::parse_path(&device)
+                .map_err(|e| StoreError::Corrupt(format!("devices.device \"{device}\": {e}")))?;
+            let class = DeviceClass::from_letter(&class).ok_or_else(|| {
+                StoreError::Corrupt(format!("devices.class of {device}: \"{class}\""))
+            })?;
+            facts.push((device, app, class));
+        }
+        Ok(facts)
     }
 
     async fn take_quota(&self, device: &DeviceId, day: i64, limit: u32) -> R<bool> {
@@ -827,9 +839,9 @@ impl DeviceFacts for SqliteStore {
 
     fn device_facts<'a>(
         &'a self,
-        device: &'a DeviceId,
-    ) -> StoreFuture<'a, Option<(String, DeviceClass)>> {
-        Box::pin(self.read_device_facts(device))
+        devices: &'a [DeviceId],
+    ) -> StoreFuture<'a, Vec<(DeviceId, String, DeviceClass)>> {
+        Box::pin(self.read_device_facts(devices))
     }
 }
 
@@ -1092,6 +1104,32 @@ mod tests {
         );
         let (nacked, _) = s.get("nacked").await.unwrap().unwrap();
         assert_eq!(nacked.state, CommandState::Queued);
+    }
+
+    #[tokio::test]
+    async fn device_facts_are_read_for_many_devices_at_once() {
+        let (s, _dir) = store().await;
+        let (a, b, c) = (
+            dev("70b3d57e00000001"),
+            dev("70b3d57e00000002"),
+            dev("70b3d57e00000003"),
+        );
+        s.set_device_facts(&[
+            (a.clone(), "app-1".into(), DeviceClass::C),
+            (b.clone(), "app-2".into(), DeviceClass::A),
+        ])
+        .await
+        .unwrap();
+        let mut got = s.device_facts(&[a.clone(), b.clone(), c]).await.unwrap();
+        got.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(
+            got,
+            vec![
+                (a, "app-1".to_owned(), DeviceClass::C),
+                (b, "app-2".to_owned(), DeviceClass::A)
+            ]
+        );
+        assert!(s.device_facts(&[]).await.unwrap().is_empty());
     }
 
     #[tokio::test]
