@@ -599,9 +599,11 @@ impl ChirpstackAdapter {
             facts_tx: Mutex::new(Some(facts_tx)),
             closing: CancellationToken::new(),
         });
-        adapter
-            .windows
-            .spawn(Self::take_due(Arc::downgrade(&adapter), due));
+        adapter.windows.spawn(Self::take_due(
+            Arc::downgrade(&adapter),
+            adapter.closing.clone(),
+            due,
+        ));
         adapter
     }
 
@@ -609,17 +611,13 @@ impl ChirpstackAdapter {
     /// arrived together: a burst of 200 MQTT command requests for devices this process
     /// has not heard from, each looked up in the store at once, slowed an uplink behind
     /// the burst (docs/benchmarks.md, "One shape for every network").
-    async fn take_due(this: std::sync::Weak<Self>, mut due: mpsc::UnboundedReceiver<DeviceId>) {
-        loop {
-            let closing = match this.upgrade() {
-                Some(a) => a.closing.clone(),
-                None => return,
-            };
-            let device = tokio::select! {
-                d = due.recv() => d,
-                _ = closing.cancelled() => None,
-            };
-            let (Some(device), Some(adapter)) = (device, this.upgrade()) else {
+    async fn take_due(
+        this: std::sync::Weak<Self>,
+        closing: CancellationToken,
+        mut due: mpsc::UnboundedReceiver<DeviceId>,
+    ) {
+        while let Some(Some(device)) = closing.run_until_cancelled(due.recv()).await {
+            let Some(adapter) = this.upgrade() else {
                 return;
             };
             // what queued meanwhile goes with it: one store read for their facts

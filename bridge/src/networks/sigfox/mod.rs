@@ -231,9 +231,9 @@ impl SigfoxAdapter {
         }
     }
 
-    /// The downlink id of the device's newest command with the network.
+    /// The downlink id of the device's newest command with the network (the queue's
+    /// `list` waits for the windows already taken to reach the store).
     async fn last_downlink(&self, device: &DeviceId) -> Option<String> {
-        self.commands.settled().await;
         let newest = self
             .commands
             .list(device, Some(CommandState::Scheduled), 1)
