@@ -244,13 +244,26 @@ struct SigfoxMeta<'a> {
     long_polling: bool,
 }
 
-/// The pipeline uplink of a DATA callback's fields, with the device id as the callback
-/// wrote it (the BIDIR reply's key) and whether it opens a receive window (`ack`); a
-/// refusal names the field at fault.
+/// A DATA callback as read.
+pub(super) struct DataCallback<'m> {
+    /// The uplink for the pipeline.
+    pub(super) up: Uplink,
+    /// The device id exactly as the callback wrote it (the BIDIR reply's key).
+    pub(super) device_as_written: &'m str,
+    /// Whether it opens a receive window (BIDIR with `ack` true).
+    pub(super) ack: bool,
+    /// Its seqNumber.
+    pub(super) seq: Option<u16>,
+    /// Whether it carried a `time`.
+    pub(super) has_time: bool,
+}
+
+/// A DATA callback's fields read once: the pipeline uplink and what the adapter needs
+/// besides (see [`DataCallback`]); a refusal names the field at fault.
 pub(super) fn uplink_of<'m>(
     m: &'m Fields<'_>,
     received: Instant,
-) -> Result<(Uplink, &'m str, bool), CallbackError> {
+) -> Result<DataCallback<'m>, CallbackError> {
     let device_as_written = required(&m.device, "device")?;
     let device = DeviceId::new(Network::Sigfox, device_as_written)
         .map_err(|e| CallbackError::BadField(format!("device: {e}")))?;
@@ -313,7 +326,13 @@ pub(super) fn uplink_of<'m>(
         meta,
         network_facts: facts,
     };
-    Ok((up, device_as_written, ack))
+    Ok(DataCallback {
+        up,
+        device_as_written,
+        ack,
+        seq,
+        has_time: time.is_some(),
+    })
 }
 
 /// Reads a DATA callback body as the uplink route does, after authentication: the
@@ -321,7 +340,7 @@ pub(super) fn uplink_of<'m>(
 /// `sigfox_callback` (`bridge/fuzz`).
 pub fn read_uplink_callback(body: &[u8], form: bool) -> Result<Uplink, CallbackError> {
     let fields = parse_fields(body, form)?;
-    uplink_of(&fields, Instant::now()).map(|(up, _, _)| up)
+    uplink_of(&fields, Instant::now()).map(|c| c.up)
 }
 
 #[cfg(test)]

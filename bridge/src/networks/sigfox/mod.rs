@@ -103,11 +103,13 @@ impl SigfoxAdapter {
         received: Instant,
     ) -> Result<Option<BidirReply>, CallbackError> {
         let m = parse_fields(body, form)?;
-        let (mut up, device_as_written, ack) = uplink_of(&m, received)?;
+        let callback = uplink_of(&m, received)?;
+        let (mut up, device_as_written, ack) =
+            (callback.up, callback.device_as_written, callback.ack);
         let device = up.device.clone();
-        if let Some(seq) = number::<u16>(&m.seq_number, "seqNumber")? {
-            let has_time = text(&m.time).is_some_and(|t| !t.is_empty());
-            up.dedup_key = self.dedup_key(&device, seq, has_time, up.dedup_key.take(), received);
+        if let Some(seq) = callback.seq {
+            let own = up.dedup_key.take();
+            up.dedup_key = self.dedup_key(&device, seq, callback.has_time, own, received);
         }
         let Some(ingested) = self.pipeline.ingest(up).await else {
             return Ok(None); // a retry: published once, no second command
