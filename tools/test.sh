@@ -35,6 +35,7 @@ apt_missing=()
 command -v mosquitto_sub >/dev/null 2>&1 || apt_missing+=(mosquitto-clients)
 command -v node >/dev/null 2>&1 || apt_missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || apt_missing+=(npm)
+python3 -c 'import cryptography' 2>/dev/null || apt_missing+=(python3-cryptography)
 if [ ${#apt_missing[@]} -gt 0 ]; then
     step "installing ${apt_missing[*]} (apt)"
     as_root apt-get update -qq

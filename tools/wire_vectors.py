@@ -10,6 +10,9 @@ import json
 import pathlib
 import sys
 
+from cryptography.hazmat.primitives import cmac
+from cryptography.hazmat.primitives.ciphers import algorithms
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "device-node" / "vectors"
 
@@ -265,8 +268,49 @@ def cayenne_vectors():
     return v
 
 
+def mac4(key, domain, device, data):
+    """The first 4 bytes of AES-CMAC(key, domain | len(id) | id | data)."""
+    c = cmac.CMAC(algorithms.AES(key))
+    ident = device.encode("ascii")
+    c.update(domain + bytes([len(ident)]) + ident + data)
+    return c.finalize()[:4]
+
+
+def sealed_vectors():
+    """Sealed command frames and cellular polls (docs/wire-format.md, "Sealed frames")."""
+    key = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
+    other = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
+    frames, polls = [], []
+
+    def add_frame(name, device, k, fr):
+        raw = bytes.fromhex(fr[0])
+        frames.append({"name": name, "device": device, "key": k.hex(), "frame": raw.hex(),
+                       "sealed": (raw + mac4(k, b"F", device, raw)).hex()})
+
+    add_frame("unlock_42", "cafe0001", key, frame(42, "unlock", {"auto_relock_s": 30}))
+    add_frame("lock_1_other_key", "cafe0001", other, frame(1, "lock"))
+    add_frame("locate_2_long_id", "0123456789abcdef0123456789abcdef", key, frame(2, "locate"))
+    add_frame("raw_counter_max", "1", key, frame(65535, "raw", {"opcode": 0x11, "data": "0102030405"}))
+
+    def add_poll(name, device, k, counter, wait_s, received, records_hex):
+        flags = 0x01 | (0x80 if received is not None else 0)
+        signed = bytes([flags]) + counter.to_bytes(4, "big") + wait_s.to_bytes(2, "big") \
+            + (received or 0).to_bytes(2, "big") + bytes.fromhex(records_hex)
+        polls.append({"name": name, "device": device, "key": k.hex(), "counter": counter,
+                      "wait_s": wait_s, "received": received, "records": records_hex,
+                      "body": (signed + mac4(k, b"R", device, signed)).hex()})
+
+    add_poll("first_poll_no_records", "cafe0001", key, 1, 240, None, "")
+    add_poll("ack_of_unlock_42", "cafe0001", key, 2, 240, 42, ack(42, 2, "executed")[0])
+    add_poll("status_then_wait_60", "cafe0001", other, 70000, 60, None,
+             status(38.7222944, -9.1393059, odo=12345, soc=87, temp=21)[0])
+    add_poll("counter_max_no_wait", "0123456789abcdef0123456789abcdef", key, 0xFFFFFFFF, 0, 65535, "")
+    return {"frames": frames, "polls": polls}
+
+
 def main():
     files = {
+        "sealed.json": sealed_vectors(),
         "longproto-v1.json": telemetry_vectors(),
         "commands.json": command_vectors(),
         "cayenne-lpp.json": cayenne_vectors(),

@@ -10,6 +10,8 @@
 //! - [`cayenne`]: CayenneLPP, for off-the-shelf devices;
 //! - [`node`]: the node's logic (commands, reporting schedule, airtime budget);
 //! - [`provision`]: the flash key block that gives a node its LoRaWAN identity;
+//! - [`seal`]: per-device MACs on the bearers whose link authenticates nothing;
+//! - [`cellular`]: the device's side of the cellular long poll, sans IO;
 //! - with the `serde` feature, the JSON form the bridge publishes.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
@@ -19,6 +21,7 @@
 extern crate alloc;
 
 pub mod cayenne;
+pub mod cellular;
 pub mod command;
 pub mod error;
 #[cfg(feature = "serde")]
@@ -26,6 +29,7 @@ pub mod json;
 pub mod node;
 pub mod provision;
 pub mod replay;
+pub mod seal;
 pub mod telemetry;
 
 pub use command::{COMMAND_FPORT, Command, CommandFrame, FRAME_LEN, Mode};
