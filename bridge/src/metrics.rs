@@ -61,6 +61,14 @@ pub struct CommandLabels {
     pub state: &'static str,
 }
 
+/// Labels of cellular requests.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CellularLabels {
+    /// How the request ended: frames, empty, replaced, unauthorized, replayed,
+    /// bad_request, closed (the connection went away while it was held).
+    pub outcome: &'static str,
+}
+
 /// Every metric of the bridge.
 pub struct Metrics {
     registry: Registry,
@@ -95,6 +103,12 @@ pub struct Metrics {
     /// Transactions that stored new commands, each one fsync; creations arriving
     /// together share one (see `SqliteStore`).
     pub creation_commits: Counter,
+    /// Cellular requests, by how they ended.
+    pub cellular_requests: Family<CellularLabels, Counter>,
+    /// Cellular requests held now.
+    pub cellular_held: Gauge,
+    /// Cellular connections open now.
+    pub cellular_connections: Gauge,
 }
 
 impl Default for Metrics {
@@ -134,6 +148,9 @@ impl Metrics {
             // 100 ms .. ~1 day
             command_duration: Histogram::new(exponential_buckets(0.1, 2.0, 20)),
             creation_commits: Counter::default(),
+            cellular_requests: Family::default(),
+            cellular_held: Gauge::default(),
+            cellular_connections: Gauge::default(),
         };
         registry.register(
             "uplinks_received",
@@ -210,6 +227,21 @@ impl Metrics {
             "Store transactions (one fsync each) that created commands; creations arriving together share one",
             m.creation_commits.clone(),
         );
+        registry.register(
+            "cellular_requests",
+            "Cellular requests, by how they ended",
+            m.cellular_requests.clone(),
+        );
+        registry.register(
+            "cellular_held_requests",
+            "Cellular requests held now, waiting for a command",
+            m.cellular_held.clone(),
+        );
+        registry.register(
+            "cellular_connections",
+            "Cellular connections open now",
+            m.cellular_connections.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -231,6 +263,13 @@ impl Metrics {
         }
         *last = Some(now);
         true
+    }
+
+    /// Counts a cellular request by how it ended.
+    pub fn cellular(&self, outcome: &'static str) {
+        self.cellular_requests
+            .get_or_create(&CellularLabels { outcome })
+            .inc();
     }
 
     /// Counts a message that could not be read.

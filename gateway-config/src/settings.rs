@@ -161,6 +161,45 @@ section! {
 }
 
 section! {
+    /// The cellular long poll: devices POST /c/{id} on a listener of their own, apart
+    /// from the operator API, and wait there for their commands.
+    CellularSettings ("cellular") {
+        /// Address and port of the devices' listener; empty: no cellular listener. It
+        /// may face the internet: it serves the poll route and nothing else.
+        bind: String = String::new(),
+        /// The devices' keys, one line per device: "<device id> <key, 32 hex digits>"
+        /// ('#' starts a comment). The file must not be readable by others (chmod 600
+        /// or 640); it is read again when it changes, without a restart.
+        keys_file: String = String::new(),
+        /// The longest wait a device may ask for, in seconds (1..=3600).
+        max_wait_s: u32 = 240,
+        /// Idle seconds before a TCP keepalive probe on a device's connection (one
+        /// probe: no answer closes it and releases its held request); 0: none. Each
+        /// probe and its answer cost a vehicle 104 IP bytes: 15 s costs about 18 MB a
+        /// month (docs/benchmarks.md). Keep it as long as the mobile network's NAT allows.
+        tcp_keepalive_s: u32 = 120,
+        /// Seconds a device has to acknowledge a frame with its next request; past it
+        /// the frame counts as not delivered and goes back to the queue, to be sent again
+        /// with the same counter (1..=3600).
+        delivery_timeout_s: u32 = 15,
+        /// Seconds a device has to send a request's head and body once it connects or
+        /// its previous answer was written (1..=3600).
+        request_timeout_s: u32 = 300,
+        /// Connections at once (1..=1000000); keep it below the open-file limit.
+        max_connections: u32 = 100_000,
+        /// Certificate chain (PEM) for TLS 1.3 on the listener; needs tls_key. An ECDSA
+        /// P-256 certificate keeps the handshake short.
+        tls_cert: String = String::new(),
+        /// Private key (PEM) of tls_cert.
+        tls_key: String = String::new(),
+        /// Where the TLS session-ticket keys are kept, so that tickets survive a restart
+        /// (created when missing, mode 600; rotated every 12 hours, the previous key
+        /// still accepted). Empty: keys live in memory and a restart voids every ticket.
+        tls_ticket_keys_file: String = String::new(),
+    }
+}
+
+section! {
     /// The HTTP server: command API, Sigfox callbacks, /healthz and /metrics.
     HttpSettings ("http") {
         /// Address and port to listen on. ChirpStack's API holds 8080, mosquitto 1883.
@@ -268,6 +307,8 @@ pub struct Settings {
     pub chirpstack: ChirpstackSettings,
     /// `[sigfox]`
     pub sigfox: SigfoxSettings,
+    /// `[cellular]`
+    pub cellular: CellularSettings,
     /// `[http]`
     pub http: HttpSettings,
     /// `[storage]`
@@ -288,6 +329,7 @@ impl Settings {
         MqttSettings::INFO,
         ChirpstackSettings::INFO,
         SigfoxSettings::INFO,
+        CellularSettings::INFO,
         HttpSettings::INFO,
         StorageSettings::INFO,
         CommandSettings::INFO,

@@ -182,6 +182,52 @@ impl Settings {
         }
     }
 
+    fn validate_cellular(&self, p: &mut Problems) {
+        let c = &self.cellular;
+        if !c.bind.is_empty() && c.bind.parse::<std::net::SocketAddr>().is_err() {
+            p.push(
+                "cellular.bind",
+                format!(
+                    "\"{}\" is not an address and port such as 0.0.0.0:8091 (or empty: no listener)",
+                    c.bind
+                ),
+            );
+        }
+        if !c.bind.is_empty() && c.keys_file.is_empty() {
+            p.push(
+                "cellular.keys_file",
+                "the cellular listener needs the devices' keys: every request would get 401",
+            );
+        }
+        for (key, v) in [
+            ("cellular.max_wait_s", c.max_wait_s),
+            ("cellular.delivery_timeout_s", c.delivery_timeout_s),
+            ("cellular.request_timeout_s", c.request_timeout_s),
+        ] {
+            if !(1..=3600).contains(&v) {
+                p.push(key, format!("{v} is out of range 1..=3600"));
+            }
+        }
+        if c.tcp_keepalive_s > 7200 {
+            p.push(
+                "cellular.tcp_keepalive_s",
+                format!("{} is out of range 0..=7200", c.tcp_keepalive_s),
+            );
+        }
+        if !(1..=1_000_000).contains(&c.max_connections) {
+            p.push(
+                "cellular.max_connections",
+                format!("{} is out of range 1..=1000000", c.max_connections),
+            );
+        }
+        if c.tls_cert.is_empty() != c.tls_key.is_empty() {
+            p.push(
+                "cellular.tls_key",
+                "give both tls_cert and tls_key, or neither",
+            );
+        }
+    }
+
     fn validate_rest(&self, p: &mut Problems) {
         let s = &self.sigfox;
         if !s.secret.is_empty() && !s.secret_file.is_empty() {
@@ -200,6 +246,8 @@ impl Settings {
                 ),
             );
         }
+
+        self.validate_cellular(p);
 
         let h = &self.http;
         if h.bind.parse::<std::net::SocketAddr>().is_err() {

@@ -20,6 +20,7 @@ use crate::commands::store::SqliteStore;
 use crate::http::{self, Areas};
 use crate::metrics::Metrics;
 use crate::mqtt::{self, ConnectionState, Publisher};
+use crate::networks::cellular::CellularAdapter;
 use crate::networks::chirpstack::ChirpstackAdapter;
 use crate::networks::sigfox::SigfoxAdapter;
 use crate::pipeline::{CodecTable, Pipeline};
@@ -41,6 +42,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// A running bridge.
 pub struct Bridge {
     http_addr: SocketAddr,
+    cellular_addr: Option<SocketAddr>,
     stop: CancellationToken,
     task: JoinHandle<()>,
     metrics: Arc<Metrics>,
@@ -73,6 +75,27 @@ impl Bridge {
             .await
             .with_context(|| format!("http.bind: cannot listen on {}", settings.http.bind))?;
         let http_addr = listener.local_addr()?;
+        let cellular_listener = match settings.cellular.bind.as_str() {
+            "" => None,
+            bind => Some(
+                tokio::net::TcpListener::bind(bind)
+                    .await
+                    .with_context(|| format!("cellular.bind: cannot listen on {bind}"))?,
+            ),
+        };
+        let cellular_addr = match &cellular_listener {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
+        let c = &settings.cellular;
+        let cellular_tls = match c.tls_cert.is_empty() {
+            true => None,
+            false => Some(tokio_rustls::TlsAcceptor::from(http::tls::server_config(
+                &c.tls_cert,
+                &c.tls_key,
+                &c.tls_ticket_keys_file,
+            )?)),
+        };
 
         let options = mqtt::options(&settings.mqtt)?;
         let (client, mut eventloop) = AsyncClient::new(options, 4096);
@@ -108,11 +131,33 @@ impl Bridge {
             &settings.sigfox,
             pipeline.clone(),
             commands.clone(),
-            shared,
+            shared.clone(),
         ));
 
         let stop = CancellationToken::new();
         let jobs = TaskTracker::new();
+        let cellular = match cellular_listener {
+            None => None,
+            Some(listener) => {
+                let adapter = CellularAdapter::start(
+                    &settings.cellular,
+                    pipeline.clone(),
+                    commands.clone(),
+                    shared,
+                    metrics.clone(),
+                    &jobs,
+                    &stop,
+                )?;
+                Some(tokio::spawn(http::cellular::serve(
+                    listener,
+                    adapter,
+                    cellular_tls,
+                    http::cellular::ListenerSettings::new(&settings.cellular),
+                    metrics.clone(),
+                    stop.clone(),
+                )))
+            }
+        };
         let routes = Arc::new(Routes {
             chirpstack: chirpstack.clone(),
             commands: commands.clone(),
@@ -204,7 +249,7 @@ impl Bridge {
             metrics.clone(),
             stop.clone().cancelled_owned(),
         ));
-        tracing::info!(http = %http_addr, mqtt = settings.mqtt.server, storage = settings.storage.url, "longproto-bridge started");
+        tracing::info!(http = %http_addr, cellular = ?cellular_addr, mqtt = settings.mqtt.server, storage = settings.storage.url, "longproto-bridge started");
 
         let stopping = stop.clone();
         let flush_pipeline = pipeline.clone();
@@ -213,6 +258,9 @@ impl Bridge {
             stopping.cancelled().await;
             let orderly = async {
                 let _ = server.await;
+                if let Some(cellular) = cellular {
+                    let _ = cellular.await;
+                }
                 let _ = dispatcher.await;
                 chirpstack.settle().await;
                 // every window handed over is in the store, its events published
@@ -238,6 +286,7 @@ impl Bridge {
         });
         Ok(Bridge {
             http_addr,
+            cellular_addr,
             stop,
             task,
             metrics,
@@ -250,6 +299,11 @@ impl Bridge {
     /// The address the HTTP server listens on.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The address the cellular listener listens on, when `[cellular] bind` is set.
+    pub fn cellular_addr(&self) -> Option<SocketAddr> {
+        self.cellular_addr
     }
 
     /// The metrics.

@@ -3,13 +3,17 @@
 //! - [`sigfox`]: the Sigfox callbacks (the callback secret);
 //! - [`health`]: `/healthz` and `/metrics`.
 //!
+//! [`cellular`] is the devices' own listener (`[cellular] bind`), apart from this router.
+//!
 //! Every refusal is an [`error::HttpError`], rendered as the contract's JSON error.
 //! [`server`] serves the connections.
 pub mod api;
+pub mod cellular;
 pub mod error;
 pub mod health;
 pub mod server;
 pub mod sigfox;
+pub mod tls;
 
 use crate::commands::Commands;
 use crate::metrics::Metrics;

@@ -17,5 +17,6 @@
 //!
 //! Nothing else calls an adapter: the HTTP API and the MQTT command topic only talk to
 //! the queue. A new network is one new folder here.
+pub mod cellular;
 pub mod chirpstack;
 pub mod sigfox;

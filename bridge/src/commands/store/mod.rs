@@ -1,12 +1,14 @@
-//! The durable store, split by concern into three traits a backend implements:
+//! The durable store, split by concern into four traits a backend implements:
 //! - [`CommandStore`]: the commands, their history and the event bookkeeping (the queue,
 //!   [`super::Commands`], is its one user);
 //! - [`DeviceFacts`]: how to reach a device (the ChirpStack adapter's application and
 //!   LoRaWAN class);
-//! - [`Quotas`]: a network's downlink quotas (Sigfox's per day).
+//! - [`Quotas`]: a network's downlink quotas (Sigfox's per day);
+//! - [`RequestCounters`]: the last request counter of devices that authenticate their
+//!   requests (cellular).
 //!
 //! Adapters hold only the `dyn` trait they need; the queue is generic over its
-//! [`CommandStore`]. [`sqlite`] implements all three; a PostgreSQL backend is a second
+//! [`CommandStore`]. [`sqlite`] implements all four; a PostgreSQL backend is a second
 //! implementation of the same traits.
 pub mod sqlite;
 
@@ -205,4 +207,16 @@ pub trait Quotas: Send + Sync {
     ) -> StoreFuture<'a, bool>;
     /// Gives back a downlink taken from today's quota (the network did not send it).
     fn return_daily_quota<'a>(&'a self, device: &'a DeviceId, day: i64) -> StoreFuture<'a, ()>;
+}
+
+/// The request counters of devices that authenticate their requests (cellular): each
+/// request's counter must be above the last one, across restarts.
+pub trait RequestCounters: Send + Sync {
+    /// Records `counter` as the device's last request counter when it is above the one
+    /// recorded; false (nothing changed) when it is not: a replayed request.
+    fn advance_request_counter<'a>(
+        &'a self,
+        device: &'a DeviceId,
+        counter: u32,
+    ) -> StoreFuture<'a, bool>;
 }

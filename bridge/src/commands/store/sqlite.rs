@@ -1,7 +1,7 @@
 //! The SQLite store: every trait of [`super`] on one database file.
 use super::{
-    CommandStore, Created, DeviceFacts, NewCommand, QueuedCommand, Quotas, R, StoreError,
-    StoreFuture,
+    CommandStore, Created, DeviceFacts, NewCommand, QueuedCommand, Quotas, R, RequestCounters,
+    StoreError, StoreFuture,
 };
 use crate::commands::model::{Command, CommandState, HistoryEntry};
 use crate::device::{DeviceClass, DeviceId};
@@ -25,6 +25,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../../migrations/0002_scheduled_by_time.sql"),
     ),
     (3, include_str!("../../../migrations/0003_events_owed.sql")),
+    (
+        4,
+        include_str!("../../../migrations/0004_request_counters.sql"),
+    ),
 ];
 
 /// SQLite in WAL mode: creations commit with `synchronous = FULL`, in groups
@@ -819,6 +823,21 @@ impl SqliteStore {
         Ok(taken.is_some_and(|used| used <= limit as i64))
     }
 
+    async fn advance_counter(&self, device: &DeviceId, counter: u32) -> R<bool> {
+        // one statement: only a counter above the stored one moves it
+        let moved: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO devices (device, next_counter, request_counter) VALUES (?1, 1, ?2) \
+             ON CONFLICT (device) DO UPDATE SET request_counter = ?2 \
+             WHERE request_counter IS NULL OR request_counter < ?2 \
+             RETURNING request_counter",
+        )
+        .bind(device.to_string())
+        .bind(counter as i64)
+        .fetch_optional(&mut *self.writer.lock().await)
+        .await?;
+        Ok(moved.is_some())
+    }
+
     async fn return_quota(&self, device: &DeviceId, day: i64) -> R<()> {
         sqlx::query("UPDATE devices SET quota_used = MAX(quota_used - 1, 0) WHERE device = ? AND quota_day = ?")
             .bind(device.to_string())
@@ -860,10 +879,33 @@ impl Quotas for SqliteStore {
     }
 }
 
+impl RequestCounters for SqliteStore {
+    fn advance_request_counter<'a>(
+        &'a self,
+        device: &'a DeviceId,
+        counter: u32,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(self.advance_counter(device, counter))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use device_node::Command as C;
+
+    #[tokio::test]
+    async fn a_request_counter_only_moves_up() {
+        let (s, _dir) = store().await;
+        let d = DeviceId::parse("cellular", "cafe01").unwrap();
+        assert!(s.advance_request_counter(&d, 5).await.unwrap());
+        assert!(!s.advance_request_counter(&d, 5).await.unwrap());
+        assert!(!s.advance_request_counter(&d, 4).await.unwrap());
+        assert!(s.advance_request_counter(&d, 6).await.unwrap());
+        assert!(s.advance_request_counter(&d, u32::MAX).await.unwrap());
+        let other = DeviceId::parse("cellular", "cafe02").unwrap();
+        assert!(s.advance_request_counter(&other, 1).await.unwrap());
+    }
 
     async fn store() -> (SqliteStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();

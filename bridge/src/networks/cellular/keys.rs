@@ -1,0 +1,210 @@
+//! The cellular devices' keys: `[cellular] keys_file`, one line per device,
+//! `<device id> <key, 32 hex digits>`; `#` starts a comment.
+//!
+//! The file must not be readable by others: a key in it can unlock a vehicle. It is read
+//! at start (a problem stops the bridge, naming the line) and again whenever its
+//! modification time, size or inode changes (a problem then keeps the keys in force and
+//! is logged). Keys never reach a log line: [`DeviceKey`]'s `Debug` hides them.
+use crate::device::{DeviceId, Network};
+use crate::pipeline::lock;
+use device_node::seal::DeviceKey;
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// Why the keys file was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    /// It cannot be read.
+    #[error("cellular.keys_file {path}: {error}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// Others may read it.
+    #[error(
+        "cellular.keys_file {path}: mode {mode:04o} lets every user read the keys; chmod 600 (or 640 for a group) it"
+    )]
+    WorldReadable {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A line is wrong.
+    #[error("cellular.keys_file {path}, line {line}: {message}")]
+    BadLine {
+        /// The file.
+        path: PathBuf,
+        /// The line number, from 1.
+        line: usize,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// What identifies a version of the file.
+type Stamp = (i64, i64, u64, u64);
+
+/// The keys in force, and the file they come from.
+pub struct DeviceKeys {
+    path: Option<PathBuf>,
+    keys: RwLock<Arc<HashMap<DeviceId, DeviceKey>>>,
+    stamp: Mutex<Option<Stamp>>,
+}
+
+impl DeviceKeys {
+    /// Reads `path` (empty: no keys, every request is refused).
+    pub fn load(path: &str) -> Result<Self, KeysError> {
+        let keys = DeviceKeys {
+            path: (!path.is_empty()).then(|| PathBuf::from(path)),
+            keys: RwLock::new(Arc::new(HashMap::new())),
+            stamp: Mutex::new(None),
+        };
+        keys.reload()?;
+        Ok(keys)
+    }
+
+    /// The key of a device, if it has one.
+    pub fn get(&self, device: &DeviceId) -> Option<DeviceKey> {
+        self.keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(device)
+            .cloned()
+    }
+
+    /// How many devices have a key.
+    pub fn len(&self) -> usize {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no device has a key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reads the file again when it changed; `Ok(true)` when new keys are in force. On
+    /// an error the keys in force stay.
+    pub fn reload(&self) -> Result<bool, KeysError> {
+        let Some(path) = &self.path else {
+            return Ok(false);
+        };
+        let unreadable = |error| KeysError::Unreadable {
+            path: path.clone(),
+            error,
+        };
+        let meta = std::fs::metadata(path).map_err(unreadable)?;
+        let stamp = (meta.mtime(), meta.mtime_nsec(), meta.size(), meta.ino());
+        if *lock(&self.stamp) == Some(stamp) {
+            return Ok(false);
+        }
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o004 != 0 {
+            return Err(KeysError::WorldReadable {
+                path: path.clone(),
+                mode,
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(unreadable)?;
+        let parsed = parse(path, &text)?;
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(parsed);
+        *lock(&self.stamp) = Some(stamp);
+        Ok(true)
+    }
+}
+
+fn parse(path: &Path, text: &str) -> Result<HashMap<DeviceId, DeviceKey>, KeysError> {
+    let mut keys = HashMap::new();
+    for (i, raw) in text.lines().enumerate() {
+        let bad = |message: String| KeysError::BadLine {
+            path: path.to_owned(),
+            line: i + 1,
+            message,
+        };
+        let line = raw.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let (Some(id), Some(key), None) = (words.next(), words.next(), words.next()) else {
+            return Err(bad(
+                "expected \"<device id> <key, 32 hex digits>\"".to_owned()
+            ));
+        };
+        let device = DeviceId::new(Network::Cellular, id).map_err(|e| bad(e.to_string()))?;
+        // the key itself is never quoted back: only its length
+        let bytes: [u8; 16] = hex::decode(key)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| {
+                bad(format!(
+                    "the key of {device} is not 32 hex digits ({} characters)",
+                    key.len()
+                ))
+            })?;
+        if keys.insert(device.clone(), DeviceKey::new(bytes)).is_some() {
+            return Err(bad(format!("{device} has a key on an earlier line")));
+        }
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn write(dir: &Path, text: &str, mode: u32) -> PathBuf {
+        let path = dir.join("keys");
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    #[test]
+    fn keys_load_reload_and_refuse_a_world_readable_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = "2b7e151628aed2a6abf7158809cf4f3c";
+        let path = write(dir.path(), &format!("# fleet\nCAFE01 {key}\n\n"), 0o600);
+        let keys = DeviceKeys::load(path.to_str().unwrap()).unwrap();
+        let cafe01 = DeviceId::new(Network::Cellular, "cafe01").unwrap();
+        let cafe02 = DeviceId::new(Network::Cellular, "cafe02").unwrap();
+        assert!(keys.get(&cafe01).is_some());
+        assert!(keys.get(&cafe02).is_none());
+
+        let longer = format!("cafe01 {key}\ncafe02 {key} # added\n");
+        std::fs::write(&path, longer).unwrap();
+        assert!(keys.reload().unwrap());
+        assert!(keys.get(&cafe02).is_some());
+        assert!(!keys.reload().unwrap(), "unchanged: not read again");
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(&path, format!("cafe03 {key}\n")).unwrap();
+        let e = keys.reload().unwrap_err().to_string();
+        assert!(e.contains("mode 0644") && e.contains("chmod 600"), "{e}");
+        assert!(keys.get(&cafe02).is_some(), "the keys in force stay");
+    }
+
+    #[test]
+    fn a_bad_line_is_named_and_the_key_is_not_quoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = "2b7e151628aed2a6abf7158809cf4f";
+        let path = write(dir.path(), &format!("cafe01 {secret}\n"), 0o600);
+        let e = DeviceKeys::load(path.to_str().unwrap())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("line 1") && e.contains("30 characters"), "{e}");
+        assert!(!e.contains(secret), "{e}");
+        let path = write(dir.path(), "zz 2b7e151628aed2a6abf7158809cf4f3c\n", 0o640);
+        let e = DeviceKeys::load(path.to_str().unwrap())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("line 1") && e.contains("\"zz\""), "{e}");
+    }
+}
