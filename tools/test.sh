@@ -113,12 +113,12 @@ trap 'rm -rf "$log" "$unit_dir" "$demo_out"' EXIT
 if ! bash -c "$run_line --duration-s 26" >"$demo_out"; then
     cat "$demo_out"; echo "the README's run command failed"; exit 1
 fi
-for device in lorawan/70b3d57ed0000a01 lorawan/70b3d57ed0000c01 sigfox/0051f0a1; do
+for device in lorawan/70b3d57ed0000a01 lorawan/70b3d57ed0000c01 sigfox/0051f0a1 cellular/ce11000000000c01; do
     if ! grep -qE "command +$device:.* executed after " "$demo_out"; then
         cat "$demo_out"; echo "the README's run command took no command to executed on $device"; exit 1
     fi
 done
-echo "executed on LoRaWAN class A, class C and Sigfox"
+echo "executed on LoRaWAN class A, class C, Sigfox and cellular"
 
 step "test vectors agree with the reference encoders (tools/wire_vectors.py, tools/lorawan_vectors.py)"
 python3 tools/wire_vectors.py --check

@@ -4,8 +4,9 @@
 //! state directory, and simulated vehicles running the very node logic of the firmware
 //! (`device_node::node`): LoRaWAN class A scooters and a class C lock behind a ChirpStack
 //! double (uplinks, receive windows, txack and ack events, as ChirpStack's MQTT
-//! integration sends them), and a Sigfox vehicle using BIDIR callbacks. The demo sends
-//! an unlock, a locate and a lock through the real HTTP API and prints every state change
+//! integration sends them), a Sigfox vehicle using BIDIR callbacks, and a cellular
+//! vehicle holding a long poll on the cellular listener. The demo sends unlocks, a
+//! locate and a lock through the real HTTP API and prints every state change
 //! with its latency, one line per event (the same on a terminal and in a file).
 use crate::app::Bridge;
 use crate::clock::rfc3339;
@@ -23,6 +24,9 @@ use std::time::{Duration, Instant};
 const TOKEN: &str = "demo-token-0123456789abcdef";
 const SIGFOX_SECRET: &str = "demo-sigfox-secret-0123456789";
 const APP: &str = "demo-app";
+/// The cellular vehicle, and the seed its key derives from.
+const CELLULAR: &str = "ce11000000000c01";
+const SEED: u64 = 1;
 
 /// Options of the demo.
 #[derive(Debug, Clone)]
@@ -118,10 +122,15 @@ fn demo_fleet() -> Vec<SimDevice> {
         ("70b3d57ed0000a03", A, 38.7300, -9.1500),
         ("70b3d57ed0000c01", C, 38.7150, -9.1450),
         ("0051f0a1", Radio::Sigfox, 38.7200, -9.1300),
+        (CELLULAR, Radio::Cellular, 38.7250, -9.1350),
     ]
     .into_iter()
     .map(|(id, radio, lat, lon)| {
-        SimDevice::new(id, radio, demo_schedule(), Vehicle::parked(lat, lon, 87))
+        let mut d = SimDevice::new(id, radio, demo_schedule(), Vehicle::parked(lat, lon, 87));
+        if radio == Radio::Cellular {
+            d.cellular = Some(longproto_fleet::cellular::client(SEED, id));
+        }
+        d
     })
     .collect()
 }
@@ -257,6 +266,22 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     settings.http.api_tokens.push(TOKEN.into());
     settings.sigfox.secret = SIGFOX_SECRET.into();
     settings.mqtt.state_min_interval_ms = 0;
+    // the cellular vehicle's key, in a file only this user reads
+    let keys = state_dir.path().join("cellular-keys");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&keys)?
+            .write_all(longproto_fleet::cellular::keys_file(SEED, &[CELLULAR]).as_bytes())?;
+    }
+    settings.cellular.keys_file = keys.display().to_string();
+    if settings.cellular.bind.is_empty() {
+        settings.cellular.bind = "127.0.0.1:0".into();
+    }
     let broker_url = settings.mqtt.server.clone();
     // the configured port (8090) if it is free, else any free one: tried by binding, not
     // by checking first, so two demos starting together cannot both take it
@@ -269,6 +294,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         Err(e) => return Err(e),
     };
     let http = bridge.http_addr();
+    let cellular = bridge.cellular_addr().context("the cellular listener")?;
     use std::io::IsTerminal;
     let out: Shared = Arc::new(Mutex::new(Output {
         live: std::io::stdout().is_terminal(),
@@ -282,9 +308,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         } else {
             ""
         };
-        o.header("longproto demo: the bridge and a simulated fleet (3 LoRaWAN class A scooters, a class C lock, a Sigfox vehicle)".into());
+        o.header("longproto demo: the bridge and a simulated fleet (3 LoRaWAN class A scooters, a class C lock, a Sigfox vehicle, a cellular car)".into());
         o.header(format!("  MQTT broker  {broker_url}{embedded}"));
         o.header(format!("  HTTP API     http://{http}   token: {TOKEN}"));
+        o.header(format!(
+            "  cellular     {cellular}   (the vehicles' long poll)"
+        ));
         o.header(format!("  state        {}", state_dir.path().display()));
         o.header("play along:".into());
         o.header(format!("  mosquitto_sub -p {port} -v -t 'longproto/v1/#'"));
@@ -326,6 +355,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             topic_root: "longproto/v1".into(),
             // RX1 opens a second after the uplink
             rx_delay: Duration::from_secs(1),
+            cellular: Some(longproto_fleet::cellular::CellularTarget {
+                addr: cellular,
+                tls: None,
+                max_wait_s: 240,
+            }),
         },
     );
     let watcher = watch_events(&host, port, out.clone()).await?;
@@ -377,7 +411,7 @@ fn client(host: &str, port: u16, id: &str) -> (AsyncClient, rumqttc::EventLoop) 
 
 /// The operator's side: commands through the HTTP API, a few seconds apart.
 async fn script(http: SocketAddr, out: Shared) {
-    let steps: [(u64, &str, &str, Value); 4] = [
+    let steps: [(u64, &str, &str, Value); 5] = [
         (
             4,
             "lorawan",
@@ -391,6 +425,7 @@ async fn script(http: SocketAddr, out: Shared) {
             json!({"command": "locate"}),
         ),
         (8, "sigfox", "0051f0a1", json!({"command": "unlock"})),
+        (10, "cellular", CELLULAR, json!({"command": "unlock"})),
         (
             30,
             "lorawan",

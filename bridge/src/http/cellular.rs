@@ -407,7 +407,12 @@ mod tests {
                 .message
                 .contains("two different")
         );
-        assert_eq!(parse_head(b"\x01\x02 / HTTP/1.1\r\n\r\n").unwrap_err().status, 400);
+        assert_eq!(
+            parse_head(b"\x01\x02 / HTTP/1.1\r\n\r\n")
+                .unwrap_err()
+                .status,
+            400
+        );
         let long = [b"POST /c/1 HTTP/1.1\r\nX: ".as_slice(), &[b'a'; 1100]].concat();
         assert_eq!(parse_head(&long).unwrap_err().status, 431);
     }

@@ -8,12 +8,15 @@
 //!   device's queue and delivered in its next receive window, or at once for class C);
 //! - [`sigfox`]: Sigfox devices whose uplinks are the backend's DATA callbacks (BIDIR),
 //!   taking the 8-byte downlink from the reply and confirming it with ACKNOWLEDGE;
+//! - [`cellular`]: cellular vehicles, each a long poll over its own TCP or TLS
+//!   connection, on the device side of `device_node::cellular`;
 //! - [`gateway`]: genuine LoRaWAN frames (OTAA join, encrypted uplinks with MICs) as a
 //!   ChirpStack gateway bridge sends them, to drive a real ChirpStack.
 //!
 //! Every device's vehicle executes what its node logic hands it; the simulator counts
 //! what it sent and received and, watching the bridge's `command-events`, how long each
 //! command took from `queued` to `executed`.
+pub mod cellular;
 pub mod events;
 pub mod gateway;
 pub mod http;
@@ -46,6 +49,8 @@ pub enum Radio {
     Lorawan(Class),
     /// Sigfox through the backend's callbacks.
     Sigfox,
+    /// The cellular long poll.
+    Cellular,
 }
 
 /// A simulated vehicle's hardware.
@@ -132,6 +137,8 @@ pub struct SimDevice {
     pub queued_down: VecDeque<(String, Vec<u8>, bool)>,
     /// A confirmed downlink received and not yet acknowledged by an uplink.
     pub unacked_down: Option<String>,
+    /// A cellular vehicle's side of the long poll.
+    pub cellular: Option<device_node::cellular::Client>,
 }
 
 impl SimDevice {
@@ -145,6 +152,7 @@ impl SimDevice {
             f_cnt: 0,
             queued_down: VecDeque::new(),
             unacked_down: None,
+            cellular: None,
         }
     }
 
@@ -168,6 +176,8 @@ pub struct FleetSpec {
     pub class_c_percent: u8,
     /// Sigfox devices.
     pub sigfox: usize,
+    /// Cellular devices.
+    pub cellular: usize,
     /// Normal reporting interval, s (active mode: a fifth of it, at least 1 s).
     pub interval_s: u32,
     /// Seed for positions, charge and the mix.
@@ -210,11 +220,12 @@ pub fn schedule(interval_s: u32) -> Schedule {
     }
 }
 
-/// Builds the fleet: DevEUIs `70b3d57ed0000000` + n, Sigfox ids `00510000` + n; the seed
-/// places the vehicles around a city and picks which ones are class C.
+/// Builds the fleet: DevEUIs `70b3d57ed0000000` + n, Sigfox ids `00510000` + n, cellular
+/// ids `ce11000000000000` + n (keys from [`cellular::key_of`]); the seed places the
+/// vehicles around a city and picks which ones are class C.
 pub fn build(spec: &FleetSpec) -> Vec<SimDevice> {
     let mut rng = SplitMix::new(spec.seed);
-    let mut out = Vec::with_capacity(spec.lorawan + spec.sigfox);
+    let mut out = Vec::with_capacity(spec.lorawan + spec.sigfox + spec.cellular);
     let vehicle = |rng: &mut SplitMix| {
         Vehicle::parked(
             38.70 + rng.unit() * 0.05,
@@ -245,6 +256,13 @@ pub fn build(spec: &FleetSpec) -> Vec<SimDevice> {
             v,
         ));
     }
+    for n in 0..spec.cellular {
+        let v = vehicle(&mut rng);
+        let id = format!("ce11{:012x}", n + 1);
+        let mut d = SimDevice::new(&id, Radio::Cellular, schedule(spec.interval_s), v);
+        d.cellular = Some(cellular::client(spec.seed, &id));
+        out.push(d);
+    }
     out
 }
 
@@ -266,6 +284,8 @@ pub struct Targets {
     /// From an uplink to the receive window in which ChirpStack's queue goes down
     /// (LoRaWAN RX1: 1 s; ChirpStack reads the queue at 100 ms).
     pub rx_delay: Duration,
+    /// The bridge's cellular listener, for cellular vehicles.
+    pub cellular: Option<cellular::CellularTarget>,
 }
 
 /// What the simulator saw.
@@ -281,6 +301,16 @@ pub struct Stats {
     pub frames: u64,
     /// Commands the vehicles' actuators carried out.
     pub executed: u64,
+    /// Cellular requests sent.
+    pub cellular_requests: u64,
+    /// Cellular connections lost and made again.
+    pub cellular_reconnects: u64,
+    /// TLS handshakes in full, and resumed with a ticket.
+    pub tls_full: u64,
+    /// TLS handshakes resumed with a ticket.
+    pub tls_resumed: u64,
+    /// Sealed frames refused for a wrong MAC.
+    pub refused_frames: u64,
     /// Sigfox callbacks the bridge refused, MQTT publishes that failed.
     pub errors: u64,
     /// Commands seen in `command-events`: id → (first seen, final state, seconds).
@@ -324,9 +354,10 @@ impl Stats {
             .filter(|c| c.round_trip_s.is_none())
             .count();
         format!(
-            "uplinks: {} lorawan, {} sigfox; downlinks: {} ({} command frames), executed: {}; errors: {}; commands: {} executed (round trip p50 {:.2} s, max {:.2} s), {} open",
+            "uplinks: {} lorawan, {} sigfox, {} cellular; downlinks: {} ({} command frames), executed: {}; errors: {}; commands: {} executed (round trip p50 {:.2} s, max {:.2} s), {} open",
             self.lorawan_uplinks,
             self.sigfox_uplinks,
+            self.cellular_requests,
             self.downlinks,
             self.frames,
             self.executed,
@@ -416,6 +447,15 @@ impl Fleet {
                 None
             }
         };
+        if let Some(target) = &self.targets.cellular {
+            for d in lock(&self.devices)
+                .iter()
+                .filter(|d| d.radio == Radio::Cellular)
+            {
+                let run = cellular::run(self.clone(), d.id.clone(), target.clone());
+                tasks.push(tokio::spawn(run));
+            }
+        }
         let fleet = self.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -433,6 +473,7 @@ impl Fleet {
                             let fleet = fleet.clone();
                             tokio::spawn(async move { sigfox::uplink(&fleet, &id, now).await });
                         }
+                        (Radio::Cellular, _) => {} // each polls on its own task
                     }
                 }
             }
@@ -531,6 +572,7 @@ mod tests {
             lorawan: 50,
             class_c_percent: 20,
             sigfox: 5,
+            cellular: 0,
             interval_s: 60,
             seed: 7,
         };

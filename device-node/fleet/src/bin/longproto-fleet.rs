@@ -47,6 +47,25 @@ struct Args {
     /// Sigfox devices.
     #[arg(long, default_value_t = 0)]
     sigfox: usize,
+    /// Cellular devices: each a long poll on the bridge's cellular listener.
+    #[arg(long, default_value_t = 0)]
+    cellular: usize,
+    /// The bridge's cellular listener.
+    #[arg(long, default_value = "127.0.0.1:8091")]
+    cellular_addr: SocketAddr,
+    /// The longest wait a cellular device asks for, seconds.
+    #[arg(long, default_value_t = 240)]
+    cellular_wait: u16,
+    /// Speak TLS to the cellular listener, trusting this CA certificate (PEM).
+    #[arg(long)]
+    cellular_ca: Option<std::path::PathBuf>,
+    /// The name in the listener's certificate.
+    #[arg(long, default_value = "localhost")]
+    cellular_server_name: String,
+    /// Write the cellular devices' keys here (mode 600), as the bridge's
+    /// `[cellular] keys_file` reads them, and go on.
+    #[arg(long)]
+    cellular_keys_out: Option<std::path::PathBuf>,
     /// Normal reporting interval in seconds (a fifth of it while active after an unlock).
     #[arg(long, default_value_t = 60)]
     interval: u32,
@@ -109,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
         lorawan: a.lorawan,
         class_c_percent: a.class_c,
         sigfox: a.sigfox,
+        cellular: a.cellular,
         interval_s: a.interval,
         seed: a.seed,
     });
@@ -118,13 +138,34 @@ async fn main() -> anyhow::Result<()> {
             let network = match d.radio {
                 fleet::Radio::Sigfox => "sigfox",
                 fleet::Radio::Lorawan(_) => "lorawan",
+                fleet::Radio::Cellular => "cellular",
             };
             (d.id.clone(), network)
         })
         .collect();
+    if let Some(path) = &a.cellular_keys_out {
+        let ids: Vec<&str> = devices
+            .iter()
+            .filter(|d| d.radio == fleet::Radio::Cellular)
+            .map(|d| d.id.as_str())
+            .collect();
+        write_private(path, &fleet::cellular::keys_file(a.seed, &ids))
+            .with_context(|| format!("--cellular-keys-out {}", path.display()))?;
+    }
+    let cellular = match a.cellular {
+        0 => None,
+        _ => Some(fleet::cellular::CellularTarget {
+            addr: a.cellular_addr,
+            tls: match &a.cellular_ca {
+                None => None,
+                Some(ca) => Some(fleet::cellular::tls_client(ca, &a.cellular_server_name)?),
+            },
+            max_wait_s: a.cellular_wait,
+        }),
+    };
     println!(
-        "fleet: {} LoRaWAN ({}% class C, {:?} mode), {} Sigfox, every {} s, seed {}; broker {}, bridge http://{}",
-        a.lorawan, a.class_c, a.mode, a.sigfox, a.interval, a.seed, a.mqtt, a.http
+        "fleet: {} LoRaWAN ({}% class C, {:?} mode), {} Sigfox, {} cellular, every {} s, seed {}; broker {}, bridge http://{}",
+        a.lorawan, a.class_c, a.mode, a.sigfox, a.cellular, a.interval, a.seed, a.mqtt, a.http
     );
     let class_c: Vec<&str> = devices
         .iter()
@@ -142,6 +183,7 @@ async fn main() -> anyhow::Result<()> {
             application_id: a.application_id.clone(),
             topic_root: a.topic_root.clone(),
             rx_delay: Duration::from_millis(a.rx_delay_ms),
+            cellular,
         },
     );
     let mut tasks = fleet.start(mode);
@@ -198,4 +240,17 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes a file only its owner may read.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
 }
