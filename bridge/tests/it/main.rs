@@ -3,6 +3,7 @@
 //! One binary links the crate once; a binary per file re-linked it twelve times.
 mod common;
 
+mod cellular;
 mod chirpstack_ingest;
 mod cli;
 mod commands;
