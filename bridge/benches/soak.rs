@@ -148,6 +148,7 @@ async fn main() {
         lorawan: devices,
         class_c_percent: 10,
         sigfox: 0,
+        cellular: 0,
         interval_s: 60,
         seed: 7,
     };
@@ -163,6 +164,7 @@ async fn main() {
             application_id: "fleet".into(),
             topic_root: "longproto/v1".into(),
             rx_delay: Duration::from_millis(1000),
+            cellular: None,
         },
     );
     let tasks = sim.start(Mode::Integration);

@@ -7,7 +7,7 @@
 //! same code the service runs. The layout, in the order a message travels:
 //!
 //! - [`networks`]: one adapter per network ([`networks::chirpstack`],
-//!   [`networks::sigfox`]), each turning its protocol into [`pipeline::Uplink`]s and a
+//!   [`networks::sigfox`], [`networks::cellular`]), each turning its protocol into [`pipeline::Uplink`]s and a
 //!   [`commands::DownlinkPlan`] back into its protocol;
 //! - [`pipeline`]: uplink → the device's codec → telemetry and retained state, duplicates
 //!   dropped;
@@ -16,6 +16,7 @@
 //! - [`mqtt`]: the one broker connection, the publisher, TLS;
 //! - [`http`]: the server, composing one router per area (command API, Sigfox
 //!   callbacks, health and metrics) and one error type rendering the contract's errors;
+//!   and the cellular devices' own listener;
 //! - [`app`]: the wiring, the in-order dispatcher of MQTT messages, ordered shutdown,
 //!   signals and systemd;
 //! - [`cli`], `demo` (cargo feature `demo`), and the small shared pieces: [`device`],

@@ -185,8 +185,10 @@ section! {
         /// Seconds a device has to send a request's head and body once it connects or
         /// its previous answer was written (1..=3600).
         request_timeout_s: u32 = 300,
-        /// Connections at once (1..=1000000); keep it below the open-file limit.
-        max_connections: u32 = 100_000,
+        /// Connections at once (1..=1000000); one per vehicle holding a poll. With
+        /// http.max_connections it must stay below the open-file limit (the systemd
+        /// unit's LimitNOFILE, 65536).
+        max_connections: u32 = 50_000,
         /// Certificate chain (PEM) for TLS 1.3 on the listener; needs tls_key. An ECDSA
         /// P-256 certificate keeps the handshake short.
         tls_cert: String = String::new(),

@@ -20,7 +20,6 @@ const ID: &str = "ce11000000000001";
 
 /// A cellular device on one TCP connection.
 struct Device {
-    id: String,
     client: Client,
     node: Node,
     vehicle: Vehicle,
@@ -31,7 +30,6 @@ struct Device {
 impl Device {
     async fn connect(addr: SocketAddr, id: &str) -> Device {
         Device {
-            id: id.into(),
             client: Client::new(DeviceKey::new(key_of(SEED, id)), id, 1),
             node: Node::new(Schedule::default(), NodeState::default()),
             vehicle: Vehicle::parked(38.72, -9.14, 80),
