@@ -570,3 +570,56 @@ async fn tls_sessions_resume_and_their_tickets_survive_a_restart() {
     );
     again.bridge.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_read_again_without_a_restart_and_a_world_readable_file_is_refused() {
+    let broker = Mosquitto::start();
+    let setup = cellular_bridge(&broker, "cell-keys", &[ID], |_| {}).await;
+    let newcomer = "ce11000000000777";
+    let mut s = TcpStream::connect(setup.addr).await.unwrap();
+    let mut out = [0u8; 128];
+    let mut client = Client::new(DeviceKey::new(key_of(SEED, newcomer)), newcomer, 1);
+    let n = client.request(0, &[], &mut out).unwrap();
+    s.write_all(&out[..n]).await.unwrap();
+    assert!(
+        until_closed(&mut s).await.starts_with(b"HTTP/1.1 401 "),
+        "no key yet"
+    );
+
+    // the operator adds the vehicle's key; within the reload period it is taken
+    let path = setup._keys.path().join("keys");
+    std::fs::write(
+        &path,
+        longproto_fleet::cellular::keys_file(SEED, &[ID, newcomer]),
+    )
+    .unwrap();
+    let started = Instant::now();
+    loop {
+        let mut s = TcpStream::connect(setup.addr).await.unwrap();
+        let n = client.request(0, &[], &mut out).unwrap();
+        s.write_all(&out[..n]).await.unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await.unwrap();
+        if &head == b"HTTP/1.1 204" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the new key was not read within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    setup.bridge.shutdown().await;
+
+    // a keys file others can read stops the start, naming the file and the fix
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut s = settings(&broker, "cell-keys-open");
+    s.cellular.bind = "127.0.0.1:0".into();
+    s.cellular.keys_file = path.display().to_string();
+    let e = format!("{:#}", Bridge::start(s).await.err().expect("refused"));
+    assert!(
+        e.contains("cellular.keys_file") && e.contains("mode 0644") && e.contains("chmod 600"),
+        "{e}"
+    );
+}
