@@ -18,6 +18,13 @@
 //! and the keepalive curve: `plain` with TCP keepalive every 60 s and 240 s, and a
 //! longer wait.
 //!
+//! With `LONGPROTO_AIR_DROP=1` it measures the time to unlock after a silent drop
+//! instead: each vehicle holds a poll with its own TCP keepalive (15, 60 or 240 s, one
+//! probe, 1 s for its answer); its address changes under it (a NAT rebinding: nothing is
+//! said to either end), then an unlock is created. The vehicle finds out by its failed
+//! probe, reconnects and polls; the bridge finds out when the frame is not acknowledged
+//! within `delivery_timeout_s` (15 s), where a fallback to SMS would start.
+//!
 //! Needs root (namespaces). `LONGPROTO_AIR_MINUTES` (default 60) sets how long every case
 //! runs, all at once; the figures are scaled to an hour and a 30-day month.
 //!
@@ -381,6 +388,13 @@ async fn main() {
         let case: Case = serde_json::from_str(&json).unwrap();
         return vehicle(case).await;
     }
+    if let Ok(json) = std::env::var("LP_DROP_VEHICLE") {
+        let case: Case = serde_json::from_str(&json).unwrap();
+        return drop_vehicle(case).await;
+    }
+    if std::env::var("LONGPROTO_AIR_DROP").is_ok_and(|v| v == "1") {
+        return silent_drops().await;
+    }
     let uid = std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
         .unwrap_or(1);
@@ -568,5 +582,243 @@ async fn main() {
     }
     for c in &cases {
         drop_link(c);
+    }
+}
+
+/// A vehicle with its own TCP keepalive (`keepalive_s`, one probe, 1 s for its answer):
+/// holds polls; prints "frame <unix ns>" when a frame arrives, and reconnects at once
+/// when its connection fails.
+async fn drop_vehicle(c: Case) {
+    let key = DeviceKey::new(longproto_fleet::cellular::key_of(SEED, &c.id));
+    let mut client = Client::new(key, &c.id, 1);
+    let mut node = Node::new(Schedule::default(), NodeState::default());
+    let mut car = Vehicle::parked(38.72, -9.14, 80);
+    let addr = format!("{}:{CELL_PORT}", c.server_ip());
+    loop {
+        let Ok(mut stream) = TcpStream::connect(&addr).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let ka = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(c.keepalive_s as u64))
+            .with_interval(Duration::from_secs(1))
+            .with_retries(1);
+        socket2::SockRef::from(&stream)
+            .set_tcp_keepalive(&ka)
+            .unwrap();
+        let mut buf = Vec::new();
+        'polls: loop {
+            let mut records = [0u8; 64];
+            let n = node.build_uplink(None, 0, &mut records, 64);
+            let mut out = [0u8; 256];
+            let len = client.request(c.wait_s, &records[..n], &mut out).unwrap();
+            println!("poll {}", unix_ns());
+            if stream.write_all(&out[..len]).await.is_err() {
+                break;
+            }
+            loop {
+                if let Some(h) = parse_response_head(&buf).unwrap() {
+                    if buf.len() >= h.head_len + h.body_len {
+                        let body = buf[h.head_len..h.head_len + h.body_len].to_vec();
+                        buf.drain(..h.head_len + h.body_len);
+                        if h.status == 200 {
+                            println!("frame {}", unix_ns());
+                            client.answer(&body, &mut node, 0, &mut car);
+                        }
+                        continue 'polls;
+                    }
+                }
+                match stream.read_buf(&mut buf).await {
+                    Ok(n) if n > 0 => {}
+                    _ => break 'polls, // the keepalive found it dead: reconnect
+                }
+            }
+        }
+        println!("reconnect {}", unix_ns());
+    }
+}
+
+fn unix_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// Time to unlock after a silent drop, for each vehicle keepalive, all at once.
+async fn silent_drops() {
+    use std::io::BufRead;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start();
+    let cases: Vec<Case> = [15u32, 60, 240]
+        .iter()
+        .enumerate()
+        .map(|(i, &k)| Case {
+            n: 20 + i as u8,
+            bearer: Bearer::Plain,
+            load: Load::UnlockPerHour,
+            wait_s: 240,
+            keepalive_s: k,
+            id: format!("ce11{:012x}", 100 + i),
+            ca_pem: String::new(),
+        })
+        .collect();
+    let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, longproto_fleet::cellular::keys_file(SEED, &ids)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut runs = Vec::new();
+    for c in &cases {
+        make_link(c);
+        let mut s = settings(&broker, &format!("drop-{}", c.n));
+        s.logging.level = "error".into();
+        s.http.bind = "127.0.0.1:0".into();
+        s.cellular.bind = format!("{}:{CELL_PORT}", c.server_ip());
+        s.cellular.keys_file = keys.display().to_string();
+        s.cellular.tcp_keepalive_s = 0; // the vehicle's own keepalive is what is measured
+        s.cellular.delivery_timeout_s = 15;
+        s.mqtt.topic_root = format!("drop{}", c.n);
+        let bridge = longproto_bridge::app::Bridge::start(s).await.unwrap();
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &format!("lpair{}", c.n)])
+            .arg(std::env::current_exe().unwrap())
+            .env("LP_DROP_VEHICLE", serde_json::to_string(c).unwrap())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        runs.push((c.clone(), bridge, child, rx));
+    }
+    // every vehicle holds its first poll
+    for (_, _, _, rx) in &mut runs {
+        let line = rx.recv().await.unwrap();
+        assert!(line.starts_with("poll"), "{line}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // the drop: each vehicle's address changes, nobody is told
+    for (c, _, _, _) in &runs {
+        let ns = format!("lpair{}", c.n);
+        let (b, new_ip) = (format!("lpb{}", c.n), format!("10.99.{}.3", c.n));
+        // deleted first: deleting a primary address takes its secondaries with it
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "ip",
+            "addr",
+            "del",
+            &format!("{}/24", c.vehicle_ip()),
+            "dev",
+            &b,
+        ]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "ip",
+            "addr",
+            "add",
+            &format!("{new_ip}/24"),
+            "dev",
+            &b,
+        ]);
+        let mac_b = mac_of(Some(&ns), &b);
+        sh(&[
+            "ip",
+            "neigh",
+            "replace",
+            &new_ip,
+            "lladdr",
+            &mac_b,
+            "dev",
+            &format!("lpa{}", c.n),
+            "nud",
+            "permanent",
+        ]);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut results = Vec::new();
+    for (c, bridge, _, _) in &runs {
+        let events = Watcher::new(
+            &broker,
+            &format!("drop-watch-{}", c.n),
+            &[&format!("drop{}/cellular/+/command-events", c.n)],
+        )
+        .await;
+        let path = format!("/v1/devices/cellular/{}/commands", c.id);
+        let t0 = unix_ns();
+        let (status, v) = api(
+            bridge.http_addr(),
+            "POST",
+            &path,
+            Some(&serde_json::json!({"command": "unlock"})),
+        )
+        .await;
+        assert_eq!(status, 202, "{v}");
+        results.push((t0, events, v["id"].as_str().unwrap().to_owned()));
+    }
+    println!(
+        "| vehicle TCP keepalive | the bridge knows the frame was lost (delivery timeout) | the vehicle reconnects | time to unlock |"
+    );
+    println!("|---|---|---|---|");
+    for ((c, bridge, mut child, mut rx), (t0, mut events, id)) in runs.into_iter().zip(results) {
+        let mut requeued = None;
+        let deadline = Instant::now() + Duration::from_secs(c.keepalive_s as u64 + 60);
+        while requeued.is_none() && Instant::now() < deadline {
+            if let Some((_, p, _)) = events
+                .next_where(Duration::from_secs(1), |t| t.ends_with("command-events"))
+                .await
+            {
+                let e: serde_json::Value = serde_json::from_slice(&p).unwrap();
+                if e["command_id"] == id.as_str()
+                    && e["state"] == "queued"
+                    && e["reason"].is_string()
+                {
+                    requeued = Some(unix_ns());
+                }
+            }
+        }
+        let (mut reconnect, mut frame) = (None, None);
+        while frame.is_none() && Instant::now() < deadline {
+            let Ok(Some(line)) = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await
+            else {
+                continue;
+            };
+            let t: u128 = line
+                .split(' ')
+                .nth(1)
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            if line.starts_with("reconnect") && reconnect.is_none() {
+                reconnect = Some(t);
+            } else if line.starts_with("frame") {
+                frame = Some(t);
+            }
+        }
+        let s = |t: Option<u128>| {
+            t.map(|t| format!("{:.1} s", (t.saturating_sub(t0)) as f64 / 1e9))
+                .unwrap_or_else(|| "—".into())
+        };
+        println!(
+            "| {} s | {} | {} | {} |",
+            c.keepalive_s,
+            s(requeued),
+            s(reconnect),
+            s(frame)
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        bridge.shutdown().await;
+        drop_link(&c);
     }
 }
