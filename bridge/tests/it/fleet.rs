@@ -336,3 +336,92 @@ async fn the_simulator_drives_the_bridge_until_commands_are_executed() {
     }
     bridge.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_runs_cellular_vehicles_over_tls_until_their_unlocks_are_executed() {
+    let broker = Mosquitto::start();
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("cellular-keys");
+    // the simulator writes the bridge's keys file for its vehicles, mode 600
+    let status = std::process::Command::new(fleet_binary())
+        .args([
+            "--lorawan",
+            "0",
+            "--cellular",
+            "3",
+            "--seed",
+            "5",
+            "--duration",
+            "0",
+        ])
+        .arg("--cellular-keys-out")
+        .arg(&keys)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let mut s = settings(&broker, "fleet-cellular");
+    s.cellular.bind = "127.0.0.1:0".into();
+    s.cellular.keys_file = keys.display().to_string();
+    s.cellular.tls_cert = pki.path("server.pem");
+    s.cellular.tls_key = pki.path("server.key");
+    let bridge = start_bridge(&broker, s).await;
+    let http = bridge.http_addr();
+    let child = std::process::Command::new(fleet_binary())
+        .args(["--mqtt", &broker.url(), "--http", &http.to_string()])
+        .args([
+            "--lorawan",
+            "0",
+            "--cellular",
+            "3",
+            "--seed",
+            "5",
+            "--interval",
+            "2",
+        ])
+        .args([
+            "--cellular-addr",
+            &bridge.cellular_addr().unwrap().to_string(),
+        ])
+        .args(["--cellular-ca", &pki.path("ca.pem")])
+        .args(["--duration", "60", "--report-every", "1"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("longproto-fleet starts");
+    let _sim = KillOnDrop(child);
+    let mut ids = Vec::new();
+    for n in 1..=3 {
+        let device = format!("ce11{n:012x}");
+        let path = format!("/v1/devices/cellular/{device}/commands");
+        let (status, c) = api(http, "POST", &path, Some(&json!({"command": "unlock"}))).await;
+        assert_eq!(status, 202, "{c}");
+        ids.push((device, c["id"].as_str().unwrap().to_owned()));
+    }
+    for (device, id) in &ids {
+        let c = wait_executed(http, "cellular", device, id).await;
+        let states: Vec<&str> = c["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["state"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            states,
+            ["queued", "scheduled", "sent", "delivered", "executed"],
+            "{device}"
+        );
+    }
+    let metrics = metrics_text(&bridge).await;
+    assert!(
+        metrics.contains("longproto_cellular_connections 3"),
+        "{metrics}"
+    );
+    bridge.shutdown().await;
+}
