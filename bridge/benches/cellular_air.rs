@@ -771,54 +771,62 @@ async fn silent_drops() {
         "| vehicle TCP keepalive | the bridge knows the frame was lost (delivery timeout) | the vehicle reconnects | time to unlock |"
     );
     println!("|---|---|---|---|");
+    // every case watched at once, so that each time is read when it happens
+    let mut watched = Vec::new();
     for ((c, bridge, mut child, mut rx), (t0, mut events, id)) in runs.into_iter().zip(results) {
-        let mut requeued = None;
-        let deadline = Instant::now() + Duration::from_secs(c.keepalive_s as u64 + 60);
-        while requeued.is_none() && Instant::now() < deadline {
-            if let Some((_, p, _)) = events
-                .next_where(Duration::from_secs(1), |t| t.ends_with("command-events"))
-                .await
-            {
-                let e: serde_json::Value = serde_json::from_slice(&p).unwrap();
-                if e["command_id"] == id.as_str()
-                    && e["state"] == "queued"
-                    && e["reason"].is_string()
+        watched.push(tokio::spawn(async move {
+            let mut requeued = None;
+            let deadline = Instant::now() + Duration::from_secs(c.keepalive_s as u64 + 60);
+            while requeued.is_none() && Instant::now() < deadline {
+                if let Some((_, p, _)) = events
+                    .next_where(Duration::from_secs(1), |t| t.ends_with("command-events"))
+                    .await
                 {
-                    requeued = Some(unix_ns());
+                    let e: serde_json::Value = serde_json::from_slice(&p).unwrap();
+                    if e["command_id"] == id.as_str()
+                        && e["state"] == "queued"
+                        && e["reason"].is_string()
+                    {
+                        requeued = Some(unix_ns());
+                    }
                 }
             }
-        }
-        let (mut reconnect, mut frame) = (None, None);
-        while frame.is_none() && Instant::now() < deadline {
-            let Ok(Some(line)) = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await
-            else {
-                continue;
-            };
-            let t: u128 = line
-                .split(' ')
-                .nth(1)
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(0);
-            if line.starts_with("reconnect") && reconnect.is_none() {
-                reconnect = Some(t);
-            } else if line.starts_with("frame") {
-                frame = Some(t);
+            let (mut reconnect, mut frame) = (None, None);
+            while frame.is_none() && Instant::now() < deadline {
+                let Ok(Some(line)) = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await
+                else {
+                    continue;
+                };
+                let t: u128 = line
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(0);
+                if line.starts_with("reconnect") && reconnect.is_none() {
+                    reconnect = Some(t);
+                } else if line.starts_with("frame") {
+                    frame = Some(t);
+                }
             }
-        }
-        let s = |t: Option<u128>| {
-            t.map(|t| format!("{:.1} s", (t.saturating_sub(t0)) as f64 / 1e9))
-                .unwrap_or_else(|| "—".into())
-        };
-        println!(
-            "| {} s | {} | {} | {} |",
-            c.keepalive_s,
-            s(requeued),
-            s(reconnect),
-            s(frame)
-        );
-        let _ = child.kill();
-        let _ = child.wait();
-        bridge.shutdown().await;
-        drop_link(&c);
+            let s = |t: Option<u128>| {
+                t.map(|t| format!("{:.1} s", (t.saturating_sub(t0)) as f64 / 1e9))
+                    .unwrap_or_else(|| "—".into())
+            };
+            let row = format!(
+                "| {} s | {} | {} | {} |",
+                c.keepalive_s,
+                s(requeued),
+                s(reconnect),
+                s(frame)
+            );
+            let _ = child.kill();
+            let _ = child.wait();
+            bridge.shutdown().await;
+            drop_link(&c);
+            row
+        }));
+    }
+    for w in watched {
+        println!("{}", w.await.unwrap());
     }
 }
