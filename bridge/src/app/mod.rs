@@ -78,7 +78,7 @@ impl Bridge {
         let cellular_listener = match settings.cellular.bind.as_str() {
             "" => None,
             bind => Some(
-                tokio::net::TcpListener::bind(bind)
+                http::cellular::listen(bind)
                     .await
                     .with_context(|| format!("cellular.bind: cannot listen on {bind}"))?,
             ),

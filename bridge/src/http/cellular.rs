@@ -55,6 +55,34 @@ impl ListenerSettings {
     }
 }
 
+/// Connections that may wait to be accepted (the kernel caps it at `net.core.somaxconn`).
+/// When a cell comes back, its vehicles reconnect at once; with the 128 of a plain
+/// `TcpListener::bind` the queue overflows and every dropped SYN waits 1 s or more for
+/// its retransmission (docs/benchmarks.md).
+pub const ACCEPT_BACKLOG: u32 = 8192;
+
+/// The cellular listener on `bind`, with a backlog of [`ACCEPT_BACKLOG`].
+pub async fn listen(bind: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(bind).await? {
+        let socket = match addr {
+            std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(addr)
+            .and_then(|()| socket.listen(ACCEPT_BACKLOG))
+        {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")
+    }))
+}
+
 /// Serves the listener until `stop`: held requests answer empty, connections close.
 pub async fn serve(
     listener: TcpListener,

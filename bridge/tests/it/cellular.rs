@@ -362,6 +362,37 @@ async fn an_expired_command_is_never_sent() {
     setup.bridge.shutdown().await;
 }
 
+/// A cell coming back reconnects its vehicles at once: the listener's accept queue is
+/// far longer than the 128 of a plain `bind`, so their SYNs are not dropped (as `ss` shows it: for a
+/// listening socket, Send-Q is the backlog, capped by `net.core.somaxconn`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_queues_a_reconnecting_cell_without_dropping_syns() {
+    let broker = Mosquitto::start();
+    let setup = cellular_bridge(&broker, "cell-backlog", &[ID], |_| {}).await;
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let out = std::process::Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{}", setup.addr.port())])
+        .output()
+        .expect("ss (iproute2)");
+    let line = String::from_utf8(out.stdout).unwrap();
+    let backlog: u32 = line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no listening socket in `ss`: {line:?}"));
+    let want = longproto_bridge::http::cellular::ACCEPT_BACKLOG.min(somaxconn);
+    assert!(
+        want > 128,
+        "net.core.somaxconn {somaxconn} caps the backlog"
+    );
+    assert_eq!(backlog, want, "{line}");
+    setup.bridge.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_replayed_and_unknown_requests_get_401_and_take_nothing() {
     let broker = Mosquitto::start();
