@@ -338,12 +338,13 @@ async fn main() {
     let max = env_or("LONGPROTO_CELL_MAX", 50_000);
     // the open-file limit: two descriptors a vehicle (its socket on each side), and room
     let pid = std::process::id().to_string();
-    let limit = format!("--nofile={0}:{0}", 2 * max + 10_000);
+    let nofile = format!("--nofile={0}:{0}", 2 * max + 10_000);
     let raised = Command::new("prlimit")
-        .args(["--pid", &pid, &limit])
+        .args(["--pid", &pid, &nofile])
         .status()
         .is_ok_and(|s| s.success());
-    // each side (the bridge here, the vehicles in the child) holds one socket a vehicle
+    // each process (the bridge here, the vehicles in the child) holds a socket a vehicle,
+    // so the limit of one process is the limit of the phase
     let limit = open_file_limit();
     let max = if raised {
         max

@@ -363,8 +363,8 @@ async fn an_expired_command_is_never_sent() {
 }
 
 /// A cell coming back reconnects its vehicles at once: the listener's accept queue is
-/// far longer than the 128 of a plain `bind`, so their SYNs are not dropped (as `ss` shows it: for a
-/// listening socket, Send-Q is the backlog, capped by `net.core.somaxconn`).
+/// far longer than the 128 of a plain `bind`, so their SYNs are not dropped. `ss` shows
+/// it: for a listening socket, Send-Q is the backlog, capped by `net.core.somaxconn`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_listener_queues_a_reconnecting_cell_without_dropping_syns() {
     let broker = Mosquitto::start();
