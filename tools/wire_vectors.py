@@ -7,6 +7,7 @@ reading of the specification, not against itself.
     python3 tools/wire_vectors.py --check  # exit 1 if they differ from what is committed
 """
 import json
+import struct
 import pathlib
 import sys
 
@@ -308,8 +309,46 @@ def sealed_vectors():
     return {"frames": frames, "polls": polls}
 
 
+def sms_vectors():
+    """Binary SMS user data (docs/wire-format.md, "SMS"): the user data header written
+    from TS 23.040 itself (9.2.3.24: UDHL, then IEI 0x05 "application port addressing
+    scheme, 16 bit address", IEDL 4, destination then originator port, big-endian)."""
+    key = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
+    out = []
+
+    def ts23040_udh(dest, src):
+        ie = bytes([0x05, 4]) + struct.pack(">HH", dest, src)
+        return bytes([len(ie)]) + ie
+
+    def sealed(device, counter, command, args=None):
+        raw = bytes.fromhex(frame(counter, command, args)[0])
+        return raw + mac4(key, b"F", device, raw)
+
+    def add(name, device, kind, dest, src, payload, **extra):
+        ud = ts23040_udh(dest, src) + payload
+        assert len(ud) <= 140, name
+        out.append({"name": name, "device": device, "key": key.hex(), "kind": kind,
+                    "dest_port": dest, "src_port": src, "user_data": ud.hex(), **extra})
+
+    dev = "ce11000000000c01"
+    one = sealed(dev, 7, "unlock", {"auto_relock_s": 30})
+    add("frames_one_unlock", dev, "frames", 49999, 49999, bytes([0x01]) + one,
+        counters=[7])
+    eleven = b"".join(sealed(dev, c, "locate") for c in range(100, 111))
+    add("frames_eleven_fill_133", dev, "frames", 49999, 0, bytes([0x01]) + eleven,
+        counters=list(range(100, 111)))
+    at = 1_796_000_000
+    w = bytes([0x02]) + struct.pack(">I", at)
+    add("wake_up", dev, "wake", 49999, 49999, w + mac4(key, b"W", dev, w), at_s=at)
+    signed = bytes([0x82]) + struct.pack(">IHH", 12, 0, 7) + bytes.fromhex(ack(7, 2, "executed")[0])
+    add("request_ack_of_7", dev, "request", 49999, 49999, signed + mac4(key, b"R", dev, signed),
+        counter=12, received=7, records=ack(7, 2, "executed")[0])
+    return out
+
+
 def main():
     files = {
+        "sms.json": sms_vectors(),
         "sealed.json": sealed_vectors(),
         "longproto-v1.json": telemetry_vectors(),
         "commands.json": command_vectors(),

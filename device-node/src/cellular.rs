@@ -73,7 +73,10 @@ impl core::fmt::Display for PollError {
                 "body of {len} bytes: a poll is at least {MIN_BODY_LEN} (9-byte header, 4-byte MAC)"
             ),
             PollError::UnknownVersion(v) => {
-                write!(f, "byte 0 is {v:#04x}: expected 0x01 or 0x81 (version 1)")
+                write!(
+                    f,
+                    "byte 0 is {v:#04x}: expected 0x01 or 0x81 (a poll), 0x02 or 0x82 (an SMS)"
+                )
             }
             PollError::BadMac => f.write_str("the MAC does not match"),
         }
@@ -83,12 +86,19 @@ impl core::fmt::Display for PollError {
 /// Reads a poll body without checking its MAC: what the bridge can say of a body before
 /// it knows the key.
 pub fn parse_poll(body: &[u8]) -> Result<(Poll<'_>, &[u8]), PollError> {
+    parse_request(body, VERSION)
+}
+
+/// Reads a request of `version` (a poll, or an SMS's [`crate::sms::MO_VERSION`]): one
+/// layout for both, told apart by byte 0, which the MAC covers, so that one can never
+/// be replayed as the other.
+pub(crate) fn parse_request(body: &[u8], version: u8) -> Result<(Poll<'_>, &[u8]), PollError> {
     if body.len() < MIN_BODY_LEN {
         return Err(PollError::TooShort { len: body.len() });
     }
     let (signed, mac) = body.split_at(body.len() - MAC_LEN);
     let flags = signed[0];
-    if flags & !FLAG_RECEIVED != VERSION {
+    if flags & !FLAG_RECEIVED != version {
         return Err(PollError::UnknownVersion(flags));
     }
     let poll = Poll {
@@ -106,7 +116,16 @@ pub fn open_poll<'a>(
     device_id: &[u8],
     body: &'a [u8],
 ) -> Result<Poll<'a>, PollError> {
-    let (poll, mac) = parse_poll(body)?;
+    open_request(key, device_id, body, VERSION)
+}
+
+pub(crate) fn open_request<'a>(
+    key: &DeviceKey,
+    device_id: &[u8],
+    body: &'a [u8],
+    version: u8,
+) -> Result<Poll<'a>, PollError> {
+    let (poll, mac) = parse_request(body, version)?;
     let expected = request_mac(key, device_id, &body[..body.len() - MAC_LEN]);
     if crate::seal::mac_eq(&expected, mac) {
         Ok(poll)
@@ -172,11 +191,23 @@ impl Client {
         records: &[u8],
         out: &mut [u8],
     ) -> Result<usize, BufferTooSmall> {
+        self.body_of(VERSION, wait_s, records, out)
+    }
+
+    /// Writes a request body of `version` (a poll's, or an SMS's): the request counter
+    /// is one for both bearers.
+    pub(crate) fn body_of(
+        &mut self,
+        version: u8,
+        wait_s: u16,
+        records: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, BufferTooSmall> {
         let len = HEADER_LEN + records.len() + MAC_LEN;
         if out.len() < len {
             return Err(BufferTooSmall);
         }
-        out[0] = VERSION
+        out[0] = version
             | if self.received.is_some() {
                 FLAG_RECEIVED
             } else {

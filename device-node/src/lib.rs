@@ -30,6 +30,7 @@ pub mod node;
 pub mod provision;
 pub mod replay;
 pub mod seal;
+pub mod sms;
 pub mod telemetry;
 
 pub use command::{COMMAND_FPORT, Command, CommandFrame, FRAME_LEN, Mode};

@@ -8,7 +8,8 @@
 //!   frame's counter is inside the frame, so the MAC covers device, counter and frame;
 //! - every request the device sends carries the first 4 bytes of
 //!   `AES-CMAC(key, "R" ‖ len(id) ‖ id ‖ request)` over its request counter and body
-//!   ([`request_mac`]).
+//!   ([`request_mac`]);
+//! - a wake-up SMS carries `AES-CMAC(key, "W" ‖ len(id) ‖ id ‖ wake)` ([`wake_mac`]).
 //!
 //! `id` is the device id as the bridge writes it: lowercase hex, ASCII. The one-letter
 //! prefix keeps a request MAC from ever passing as a frame MAC. A 4-byte MAC gives a
@@ -37,6 +38,8 @@ enum Domain {
     Frame = b'F' as isize,
     /// A request, device to bridge.
     Request = b'R' as isize,
+    /// A wake-up SMS, bridge to device.
+    Wake = b'W' as isize,
 }
 
 /// A device's 128-bit key for sealed frames and requests.
@@ -109,6 +112,11 @@ pub fn open_frame(
 /// The MAC of a request: `request` is everything the device sends before the MAC.
 pub fn request_mac(key: &DeviceKey, device_id: &[u8], request: &[u8]) -> [u8; MAC_LEN] {
     key.mac(Domain::Request, device_id, &[request])
+}
+
+/// The MAC of a wake-up SMS ([`crate::sms`]): `wake` is its bytes before the MAC.
+pub fn wake_mac(key: &DeviceKey, device_id: &[u8], wake: &[u8]) -> [u8; MAC_LEN] {
+    key.mac(Domain::Wake, device_id, &[wake])
 }
 
 #[cfg(test)]
