@@ -69,6 +69,13 @@ pub struct CellularLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of SMS counts.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SmsLabels {
+    /// What happened (see each family's help text).
+    pub outcome: &'static str,
+}
+
 /// Every metric of the bridge.
 pub struct Metrics {
     registry: Registry,
@@ -109,6 +116,18 @@ pub struct Metrics {
     pub cellular_held: Gauge,
     /// Cellular connections open now.
     pub cellular_connections: Gauge,
+    /// SMPP binds, by outcome.
+    pub sms_bind_attempts: Family<SmsLabels, Counter>,
+    /// Whether the SMPP bind is up (1) or not (0).
+    pub sms_bound: Gauge,
+    /// submit_sm PDUs, by outcome.
+    pub sms_submit_pdus: Family<SmsLabels, Counter>,
+    /// Messages sent to devices, by kind (frames, wake).
+    pub sms_sent: Family<SmsLabels, Counter>,
+    /// Messages from the SMSC (device requests and receipts), by outcome.
+    pub sms_received: Family<SmsLabels, Counter>,
+    /// SMS held back by a daily cap, by cap (device, total).
+    pub sms_capped: Family<SmsLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -151,6 +170,12 @@ impl Metrics {
             cellular_requests: Family::default(),
             cellular_held: Gauge::default(),
             cellular_connections: Gauge::default(),
+            sms_bind_attempts: Family::default(),
+            sms_bound: Gauge::default(),
+            sms_submit_pdus: Family::default(),
+            sms_sent: Family::default(),
+            sms_received: Family::default(),
+            sms_capped: Family::default(),
         };
         registry.register(
             "uplinks_received",
@@ -242,7 +267,61 @@ impl Metrics {
             "Cellular connections open now",
             m.cellular_connections.clone(),
         );
+        for (name, help, family) in [
+            (
+                "sms_binds",
+                "SMPP binds to the SMSC, by outcome: bound, refused (credentials), failed",
+                &m.sms_bind_attempts,
+            ),
+            (
+                "sms_submit_pdus",
+                "submit_sm PDUs, by outcome: sent, accepted, throttled, refused, lost (no response)",
+                &m.sms_submit_pdus,
+            ),
+            (
+                "sms_sent",
+                "SMS accepted by the SMSC for devices, by kind: frames, wake",
+                &m.sms_sent,
+            ),
+            (
+                "sms_received",
+                "Messages from the SMSC, by outcome: request, receipt, unknown_number, bad_mac, replayed, malformed, unmatched_receipt",
+                &m.sms_received,
+            ),
+            (
+                "sms_capped",
+                "SMS held back by a daily cap, by cap: device, total",
+                &m.sms_capped,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
+        registry.register(
+            "sms_bound",
+            "Whether the SMPP bind to the SMSC is up",
+            m.sms_bound.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Counts an SMPP bind attempt.
+    pub fn sms_binds(&self, outcome: &'static str) {
+        self.sms_bind_attempts
+            .get_or_create(&SmsLabels { outcome })
+            .inc();
+        self.sms_bound.set((outcome == "bound") as i64);
+    }
+
+    /// Counts a submit_sm by outcome.
+    pub fn sms_submits(&self, outcome: &'static str) {
+        self.sms_submit_pdus
+            .get_or_create(&SmsLabels { outcome })
+            .inc();
+    }
+
+    /// Counts in an SMS family.
+    pub fn sms(family: &Family<SmsLabels, Counter>, outcome: &'static str) {
+        family.get_or_create(&SmsLabels { outcome }).inc();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -202,6 +202,53 @@ section! {
 }
 
 section! {
+    /// Binary SMS over SMPP 3.4, beside the cellular long poll: the bridge binds to the
+    /// operator's SMSC (or an aggregator) as a transceiver. A device is reachable by
+    /// SMS when its line in cellular.keys_file gives its number.
+    SmsSettings ("sms") {
+        /// smpp://host:port (2775 by convention) or smpps://host:port for TLS; empty:
+        /// no SMS.
+        server: String = String::new(),
+        /// The account's system_id.
+        system_id: String = String::new(),
+        /// The account's password (SMPP allows 8 characters). Prefer `password_file`.
+        password: String = String::new(),
+        /// A file holding the password.
+        password_file: String = String::new(),
+        /// The bind's system_type, if the SMSC asks for one.
+        system_type: String = String::new(),
+        /// The sender address of each message: a number or a short code.
+        source_addr: String = String::new(),
+        /// The sender address's type of number (0 unknown, 1 international, 3 national,
+        /// 5 alphanumeric).
+        source_ton: u8 = 0,
+        /// The application port both ends use (the user data header's 16-bit ports).
+        port: u16 = 49_999,
+        /// Submits per second at most, the account's allowed rate (1..=10000).
+        submits_per_s: u32 = 10,
+        /// Submits awaiting their response at once (1..=1000).
+        window: u32 = 10,
+        /// Seconds between enquire_link on an idle bind (5..=3600).
+        enquire_link_s: u32 = 30,
+        /// Seconds the SMSC has to answer a PDU (1..=300); past it a submit counts as
+        /// lost (its command goes back to the queue with its counter).
+        response_timeout_s: u32 = 10,
+        /// Seconds a command may wait for the cellular long poll before it is also sent
+        /// by SMS (1..=86400): the prototype's human wait at a car.
+        sms_after_s: u32 = 15,
+        /// Seconds a delivery receipt may take (10..=604800); past it the message counts
+        /// as not delivered and its commands go back to the queue.
+        receipt_timeout_s: u32 = 3600,
+        /// SMS a device may be sent per day (UTC); 0: none.
+        daily_per_device: u32 = 20,
+        /// SMS the bridge may send per day (UTC), all devices together; 0: none.
+        daily_total: u32 = 10_000,
+        /// CA certificate (PEM) for smpps://; empty: the system's roots.
+        ca_cert: String = String::new(),
+    }
+}
+
+section! {
     /// The HTTP server: command API, Sigfox callbacks, /healthz and /metrics.
     HttpSettings ("http") {
         /// Address and port to listen on. ChirpStack's API holds 8080, mosquitto 1883.
@@ -311,6 +358,8 @@ pub struct Settings {
     pub sigfox: SigfoxSettings,
     /// `[cellular]`
     pub cellular: CellularSettings,
+    /// `[sms]`
+    pub sms: SmsSettings,
     /// `[http]`
     pub http: HttpSettings,
     /// `[storage]`
@@ -332,6 +381,7 @@ impl Settings {
         ChirpstackSettings::INFO,
         SigfoxSettings::INFO,
         CellularSettings::INFO,
+        SmsSettings::INFO,
         HttpSettings::INFO,
         StorageSettings::INFO,
         CommandSettings::INFO,

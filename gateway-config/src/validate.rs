@@ -228,6 +228,60 @@ impl Settings {
         }
     }
 
+    fn validate_sms(&self, p: &mut Problems) {
+        let s = &self.sms;
+        if s.server.is_empty() {
+            return;
+        }
+        let ok = s
+            .server
+            .strip_prefix("smpp://")
+            .or_else(|| s.server.strip_prefix("smpps://"))
+            .and_then(|rest| rest.rsplit_once(':'))
+            .is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+        if !ok {
+            p.push(
+                "sms.server",
+                format!(
+                    "\"{}\" is not smpp://host:port or smpps://host:port (or empty: no SMS)",
+                    s.server
+                ),
+            );
+        }
+        if s.system_id.is_empty() || s.system_id.len() > 15 {
+            p.push(
+                "sms.system_id",
+                "give the account's system_id (1 to 15 characters)",
+            );
+        }
+        if !s.password.is_empty() && !s.password_file.is_empty() {
+            p.push(
+                "sms.password_file",
+                "give either password or password_file, not both",
+            );
+        }
+        if self.cellular.keys_file.is_empty() {
+            p.push(
+                "cellular.keys_file",
+                "SMS needs the devices' keys and numbers: give cellular.keys_file",
+            );
+        }
+        for (key, v, lo, hi) in [
+            ("sms.submits_per_s", s.submits_per_s, 1, 10_000),
+            ("sms.window", s.window, 1, 1000),
+            ("sms.enquire_link_s", s.enquire_link_s, 5, 3600),
+            ("sms.response_timeout_s", s.response_timeout_s, 1, 300),
+            ("sms.sms_after_s", s.sms_after_s, 1, 86_400),
+            ("sms.receipt_timeout_s", s.receipt_timeout_s, 10, 604_800),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                p.push(key, format!("{v} is out of range {lo}..={hi}"));
+            }
+        }
+    }
+
     fn validate_rest(&self, p: &mut Problems) {
         let s = &self.sigfox;
         if !s.secret.is_empty() && !s.secret_file.is_empty() {
@@ -248,6 +302,7 @@ impl Settings {
         }
 
         self.validate_cellular(p);
+        self.validate_sms(p);
 
         let h = &self.http;
         if h.bind.parse::<std::net::SocketAddr>().is_err() {

@@ -23,6 +23,7 @@ use crate::mqtt::{self, ConnectionState, Publisher};
 use crate::networks::cellular::CellularAdapter;
 use crate::networks::chirpstack::ChirpstackAdapter;
 use crate::networks::sigfox::SigfoxAdapter;
+use crate::networks::sms::SmsAdapter;
 use crate::pipeline::{CodecTable, Pipeline};
 use anyhow::Context;
 use dispatcher::Routes;
@@ -49,6 +50,7 @@ pub struct Bridge {
     pipeline: Arc<Pipeline>,
     commands: Arc<Commands>,
     mqtt: ConnectionState,
+    sms: Option<Arc<SmsAdapter>>,
 }
 
 impl Bridge {
@@ -143,7 +145,7 @@ impl Bridge {
                     &settings.cellular,
                     pipeline.clone(),
                     commands.clone(),
-                    shared,
+                    shared.clone(),
                     metrics.clone(),
                     &jobs,
                     &stop,
@@ -157,6 +159,19 @@ impl Bridge {
                     stop.clone(),
                 )))
             }
+        };
+        let sms = match settings.sms.server.as_str() {
+            "" => None,
+            _ => Some(SmsAdapter::start(
+                &settings.sms,
+                &settings.cellular.keys_file,
+                pipeline.clone(),
+                commands.clone(),
+                shared.clone(),
+                metrics.clone(),
+                &jobs,
+                &stop,
+            )?),
         };
         let routes = Arc::new(Routes {
             chirpstack: chirpstack.clone(),
@@ -293,12 +308,18 @@ impl Bridge {
             pipeline,
             commands,
             mqtt: connection_state,
+            sms,
         })
     }
 
     /// The address the HTTP server listens on.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Whether the SMPP bind is up (`None` without `[sms]`).
+    pub fn sms_bound(&self) -> Option<bool> {
+        self.sms.as_ref().map(|s| s.bound())
     }
 
     /// The address the cellular listener listens on, when `[cellular] bind` is set.

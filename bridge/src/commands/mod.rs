@@ -820,6 +820,11 @@ impl<S: CommandStore> Commands<S> {
             .await;
     }
 
+    /// The commands a downlink of `device` carried.
+    pub async fn commands_of_downlink(&self, device: &DeviceId, downlink_id: &str) -> Vec<Command> {
+        self.commands_of(device, downlink_id).await
+    }
+
     /// The commands of a downlink of `device`. A network event that names another
     /// device's downlink finds nothing: correlation checks the device, not only the id.
     async fn commands_of(&self, device: &DeviceId, downlink_id: &str) -> Vec<Command> {
@@ -929,6 +934,25 @@ impl<S: CommandStore> Commands<S> {
                 false
             }
         }
+    }
+
+    /// Commands of `network` not yet delivered, created at or before `before` (the SMS
+    /// fallback's candidates), windows already handed over included.
+    pub async fn undelivered_before(&self, network: Network, before: i64) -> Vec<Command> {
+        self.settled().await;
+        self.store
+            .undelivered_before(network, before)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "store failed reading undelivered commands");
+                Vec::new()
+            })
+    }
+
+    /// Records a note in a command's history without changing its state (it must still
+    /// be `state`): an SMS copy sent, a cap that held one back. False when it moved on.
+    pub async fn note(&self, id: &str, state: CommandState, reason: &str) -> bool {
+        self.transition(id, &[state], state, Some(reason)).await
     }
 
     /// Expires queued commands past their time (run every second).

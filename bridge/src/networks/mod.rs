@@ -23,3 +23,4 @@
 pub mod cellular;
 pub mod chirpstack;
 pub mod sigfox;
+pub mod sms;

@@ -13,7 +13,7 @@
 pub mod sqlite;
 
 use super::model::{Command, CommandState, HistoryEntry};
-use crate::device::{DeviceClass, DeviceId};
+use crate::device::{DeviceClass, DeviceId, Network};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -113,6 +113,13 @@ pub trait CommandStore: Send + Sync + 'static {
         device: &DeviceId,
         state: Option<CommandState>,
         limit: u32,
+    ) -> impl Future<Output = R<Vec<Command>>> + Send;
+    /// Commands of `network` not yet delivered (`queued`, `scheduled`, `sent`) created
+    /// at or before `before`, oldest first.
+    fn undelivered_before(
+        &self,
+        network: Network,
+        before: i64,
     ) -> impl Future<Output = R<Vec<Command>>> + Send;
     /// Every `queued` command, to rebuild the in-memory queue at start.
     fn queued_commands(&self) -> impl Future<Output = R<Vec<QueuedCommand>>> + Send;
@@ -215,6 +222,13 @@ pub trait RequestCounters: Send + Sync {
     /// Records `counter` as the device's last request counter when it is above the one
     /// recorded; false (nothing changed) when it is not: a replayed request.
     fn advance_request_counter<'a>(
+        &'a self,
+        device: &'a DeviceId,
+        counter: u32,
+    ) -> StoreFuture<'a, bool>;
+    /// The same for the requests a device sends by SMS, counted apart (an SMS may
+    /// arrive after a later poll).
+    fn advance_sms_counter<'a>(
         &'a self,
         device: &'a DeviceId,
         counter: u32,

@@ -4,7 +4,7 @@ use super::{
     StoreError, StoreFuture,
 };
 use crate::commands::model::{Command, CommandState, HistoryEntry};
-use crate::device::{DeviceClass, DeviceId};
+use crate::device::{DeviceClass, DeviceId, Network};
 use prometheus_client::metrics::counter::Counter;
 use sqlx::ConnectOptions;
 use sqlx::Row;
@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../../../migrations/0004_request_counters.sql"),
     ),
+    (5, include_str!("../../../migrations/0005_sms.sql")),
 ];
 
 /// SQLite in WAL mode: creations commit with `synchronous = FULL`, in groups
@@ -556,6 +557,19 @@ impl CommandStore for SqliteStore {
         rows.iter().map(row_to_command).collect()
     }
 
+    async fn undelivered_before(&self, network: Network, before: i64) -> R<Vec<Command>> {
+        let rows = sqlx::query(select_commands!(
+            "WHERE state IN ('queued', 'scheduled', 'sent') AND created_at <= ? \
+             AND device >= ? AND device < ? ORDER BY created_at, rowid"
+        ))
+        .bind(before)
+        .bind(format!("{}/", network.name()))
+        .bind(format!("{}0", network.name()))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(row_to_command).collect()
+    }
+
     async fn queued_commands(&self) -> R<Vec<QueuedCommand>> {
         let rows = sqlx::query(concat!(
             "SELECT urgent, rowid AS seq, ",
@@ -823,18 +837,24 @@ impl SqliteStore {
         Ok(taken.is_some_and(|used| used <= limit as i64))
     }
 
-    async fn advance_counter(&self, device: &DeviceId, counter: u32) -> R<bool> {
+    async fn advance_counter(&self, device: &DeviceId, counter: u32, sms: bool) -> R<bool> {
         // one statement: only a counter above the stored one moves it
-        let moved: Option<i64> = sqlx::query_scalar(
+        let sql = if sms {
+            "INSERT INTO devices (device, next_counter, sms_counter) VALUES (?1, 1, ?2) \
+             ON CONFLICT (device) DO UPDATE SET sms_counter = ?2 \
+             WHERE sms_counter IS NULL OR sms_counter < ?2 \
+             RETURNING sms_counter"
+        } else {
             "INSERT INTO devices (device, next_counter, request_counter) VALUES (?1, 1, ?2) \
              ON CONFLICT (device) DO UPDATE SET request_counter = ?2 \
              WHERE request_counter IS NULL OR request_counter < ?2 \
-             RETURNING request_counter",
-        )
-        .bind(device.to_string())
-        .bind(counter as i64)
-        .fetch_optional(&mut *self.writer.lock().await)
-        .await?;
+             RETURNING request_counter"
+        };
+        let moved: Option<i64> = sqlx::query_scalar(sql)
+            .bind(device.to_string())
+            .bind(counter as i64)
+            .fetch_optional(&mut *self.writer.lock().await)
+            .await?;
         Ok(moved.is_some())
     }
 
@@ -885,7 +905,15 @@ impl RequestCounters for SqliteStore {
         device: &'a DeviceId,
         counter: u32,
     ) -> StoreFuture<'a, bool> {
-        Box::pin(self.advance_counter(device, counter))
+        Box::pin(self.advance_counter(device, counter, false))
+    }
+
+    fn advance_sms_counter<'a>(
+        &'a self,
+        device: &'a DeviceId,
+        counter: u32,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(self.advance_counter(device, counter, true))
     }
 }
 
@@ -905,6 +933,10 @@ mod tests {
         assert!(s.advance_request_counter(&d, u32::MAX).await.unwrap());
         let other = DeviceId::parse("cellular", "cafe02").unwrap();
         assert!(s.advance_request_counter(&other, 1).await.unwrap());
+        // an SMS's counter is checked apart: a late SMS is not a replay of a later poll
+        assert!(s.advance_sms_counter(&d, 3).await.unwrap());
+        assert!(!s.advance_sms_counter(&d, 3).await.unwrap());
+        assert!(s.advance_sms_counter(&d, 9).await.unwrap());
     }
 
     async fn store() -> (SqliteStore, tempfile::TempDir) {

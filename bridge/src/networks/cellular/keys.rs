@@ -1,5 +1,8 @@
 //! The cellular devices' keys: `[cellular] keys_file`, one line per device,
-//! `<device id> <key, 32 hex digits>`; `#` starts a comment.
+//! `<device id> <key, 32 hex digits> [<number> [frames|wake]]`; `#` starts a comment.
+//! A device with a number (E.164, with or without its `+`) is reachable by SMS too
+//! (`networks::sms`): `frames` (the default) sends the commands themselves, `wake` a
+//! wake-up that makes the device poll at once.
 //!
 //! The file must not be readable by others: a key in it can unlock a vehicle. It is read
 //! at start (a problem stops the bridge, naming the line) and again whenever its
@@ -49,10 +52,26 @@ pub enum KeysError {
 /// What identifies a version of the file.
 type Stamp = (i64, i64, u64, u64);
 
+/// How a device is reached by SMS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmsContact {
+    /// Its number, digits only (E.164 without the `+`).
+    pub number: String,
+    /// Send a wake-up instead of the frames.
+    pub wake: bool,
+}
+
+/// The keys in force, by device and by number.
+#[derive(Default)]
+struct Table {
+    keys: HashMap<DeviceId, (DeviceKey, Option<SmsContact>)>,
+    numbers: HashMap<String, DeviceId>,
+}
+
 /// The keys in force, and the file they come from.
 pub struct DeviceKeys {
     path: Option<PathBuf>,
-    keys: RwLock<Arc<HashMap<DeviceId, DeviceKey>>>,
+    keys: RwLock<Arc<Table>>,
     stamp: Mutex<Option<Stamp>>,
 }
 
@@ -61,25 +80,39 @@ impl DeviceKeys {
     pub fn load(path: &str) -> Result<Self, KeysError> {
         let keys = DeviceKeys {
             path: (!path.is_empty()).then(|| PathBuf::from(path)),
-            keys: RwLock::new(Arc::new(HashMap::new())),
+            keys: RwLock::new(Arc::new(Table::default())),
             stamp: Mutex::new(None),
         };
         keys.reload()?;
         Ok(keys)
     }
 
+    fn table(&self) -> Arc<Table> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// The key of a device, if it has one.
     pub fn get(&self, device: &DeviceId) -> Option<DeviceKey> {
-        self.keys
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(device)
-            .cloned()
+        self.table().keys.get(device).map(|(k, _)| k.clone())
+    }
+
+    /// The key and SMS contact of a device that has a number.
+    pub fn sms_of(&self, device: &DeviceId) -> Option<(DeviceKey, SmsContact)> {
+        let t = self.table();
+        let (key, contact) = t.keys.get(device)?;
+        Some((key.clone(), contact.clone()?))
+    }
+
+    /// The device of a number (as an SMSC writes it: digits, perhaps a leading `+`).
+    pub fn by_number(&self, number: &str) -> Option<(DeviceId, DeviceKey)> {
+        let t = self.table();
+        let device = t.numbers.get(number.trim_start_matches('+'))?;
+        Some((device.clone(), t.keys.get(device)?.0.clone()))
     }
 
     /// How many devices have a key.
     pub fn len(&self) -> usize {
-        self.keys.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.table().keys.len()
     }
 
     /// Whether no device has a key.
@@ -117,8 +150,8 @@ impl DeviceKeys {
     }
 }
 
-fn parse(path: &Path, text: &str) -> Result<HashMap<DeviceId, DeviceKey>, KeysError> {
-    let mut keys = HashMap::new();
+fn parse(path: &Path, text: &str) -> Result<Table, KeysError> {
+    let mut table = Table::default();
     for (i, raw) in text.lines().enumerate() {
         let bad = |message: String| KeysError::BadLine {
             path: path.to_owned(),
@@ -129,11 +162,15 @@ fn parse(path: &Path, text: &str) -> Result<HashMap<DeviceId, DeviceKey>, KeysEr
         if line.is_empty() {
             continue;
         }
-        let mut words = line.split_whitespace();
-        let (Some(id), Some(key), None) = (words.next(), words.next(), words.next()) else {
-            return Err(bad(
-                "expected \"<device id> <key, 32 hex digits>\"".to_owned()
-            ));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (id, key) = match words[..] {
+            [id, key] | [id, key, _] | [id, key, _, _] => (id, key),
+            _ => {
+                return Err(bad(
+                    "expected \"<device id> <key, 32 hex digits> [<number> [frames|wake]]\""
+                        .to_owned(),
+                ));
+            }
         };
         let device = DeviceId::new(Network::Cellular, id).map_err(|e| bad(e.to_string()))?;
         // the key itself is never quoted back: only its length
@@ -146,11 +183,45 @@ fn parse(path: &Path, text: &str) -> Result<HashMap<DeviceId, DeviceKey>, KeysEr
                     key.len()
                 ))
             })?;
-        if keys.insert(device.clone(), DeviceKey::new(bytes)).is_some() {
+        let contact = match words.get(2) {
+            None => None,
+            Some(number) => {
+                let digits = number.strip_prefix('+').unwrap_or(number);
+                if !(6..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit())
+                {
+                    return Err(bad(format!(
+                        "number of {device}: \"{}\" is not an E.164 number (6 to 15 digits, perhaps after a +)",
+                        crate::device::excerpt(number)
+                    )));
+                }
+                let wake = match words.get(3).copied() {
+                    None | Some("frames") => false,
+                    Some("wake") => true,
+                    Some(other) => {
+                        return Err(bad(format!(
+                            "SMS mode of {device}: \"{}\" is neither frames nor wake",
+                            crate::device::excerpt(other)
+                        )));
+                    }
+                };
+                if let Some(earlier) = table.numbers.insert(digits.to_owned(), device.clone()) {
+                    return Err(bad(format!("number of {device} is {earlier}'s already")));
+                }
+                Some(SmsContact {
+                    number: digits.to_owned(),
+                    wake,
+                })
+            }
+        };
+        if table
+            .keys
+            .insert(device.clone(), (DeviceKey::new(bytes), contact))
+            .is_some()
+        {
             return Err(bad(format!("{device} has a key on an earlier line")));
         }
     }
-    Ok(keys)
+    Ok(table)
 }
 
 #[cfg(test)]
@@ -175,11 +246,19 @@ mod tests {
         let cafe02 = DeviceId::new(Network::Cellular, "cafe02").unwrap();
         assert!(keys.get(&cafe01).is_some());
         assert!(keys.get(&cafe02).is_none());
+        assert_eq!(keys.sms_of(&cafe01), None);
 
-        let longer = format!("cafe01 {key}\ncafe02 {key} # added\n");
+        let longer = format!("cafe01 {key}\ncafe02 {key} +491701234567 wake # added\n");
         std::fs::write(&path, longer).unwrap();
         assert!(keys.reload().unwrap());
         assert!(keys.get(&cafe02).is_some());
+        let contact = keys.sms_of(&cafe02).unwrap().1;
+        assert_eq!(
+            (contact.number.as_str(), contact.wake),
+            ("491701234567", true)
+        );
+        assert_eq!(keys.by_number("+491701234567").unwrap().0, cafe02);
+        assert_eq!(keys.by_number("491701234567").unwrap().0, cafe02);
         assert!(!keys.reload().unwrap(), "unchanged: not read again");
 
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -200,6 +279,25 @@ mod tests {
             .to_string();
         assert!(e.contains("line 1") && e.contains("30 characters"), "{e}");
         assert!(!e.contains(secret), "{e}");
+        let path = write(
+            dir.path(),
+            &format!("cafe01 {secret}3c +4917012345678\ncafe02 {secret}3c 4917012345678 wake\n"),
+            0o600,
+        );
+        let e = DeviceKeys::load(path.to_str().unwrap())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("line 2") && e.contains("cellular/cafe01's already"),
+            "{e}"
+        );
+        let path = write(dir.path(), &format!("cafe01 {secret}3c 12ab45678\n"), 0o600);
+        let e = DeviceKeys::load(path.to_str().unwrap())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("not an E.164 number"), "{e}");
         let path = write(dir.path(), "zz 2b7e151628aed2a6abf7158809cf4f3c\n", 0o640);
         let e = DeviceKeys::load(path.to_str().unwrap())
             .err()
