@@ -15,4 +15,5 @@ mod hardening;
 mod layers;
 mod shutdown;
 mod sigfox;
+mod sms;
 mod tls;

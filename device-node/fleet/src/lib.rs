@@ -22,6 +22,7 @@ pub mod gateway;
 pub mod http;
 pub mod integration;
 pub mod sigfox;
+pub mod smsc;
 
 use device_node::command::Command;
 use device_node::node::{Executor, Node, NodeState, Schedule};

@@ -76,6 +76,11 @@ pub struct SmsAdapter {
     last_sms: std::sync::Mutex<HashMap<String, i64>>,
     /// Devices with a submit awaiting its response.
     busy: std::sync::Mutex<HashSet<DeviceId>>,
+    /// Downlinks (`network_ref`) not to send by SMS again: those an SMS carries, and the
+    /// cellular answers already copied into one.
+    by_sms: std::sync::Mutex<HashSet<String>>,
+    /// Told each time a message is recorded in `submitted`.
+    recorded: tokio::sync::Notify,
     /// SMS sent today in all: (day, count).
     total: std::sync::Mutex<(i64, u32)>,
 }
@@ -177,12 +182,24 @@ impl SmsAdapter {
             submitted: Default::default(),
             last_sms: Default::default(),
             busy: Default::default(),
+            by_sms: Default::default(),
+            recorded: Default::default(),
             total: Default::default(),
         });
         jobs.spawn({
             let a = adapter.clone();
             stop.clone().run_until_cancelled_owned(async move {
                 while let Some(msg) = inbound.recv().await {
+                    if msg.deliver.is_receipt() {
+                        // its submit's response may still be on its way to the adapter:
+                        // a receipt waits for it apart, the devices' requests keep order
+                        let a = a.clone();
+                        tokio::spawn(async move {
+                            a.receipt(&msg.deliver).await;
+                            msg.answer(pdu::ROK);
+                        });
+                        continue;
+                    }
                     let status = a.received(&msg.deliver).await;
                     msg.answer(status);
                 }
@@ -233,12 +250,20 @@ impl SmsAdapter {
         {
             let last = lock(&self.last_sms);
             let busy = lock(&self.busy);
+            let mut by_sms = lock(&self.by_sms);
+            // forget downlinks whose commands were delivered or went back to the queue
+            let seen: HashSet<&str> = waiting
+                .iter()
+                .filter_map(|c| c.network_ref.as_deref())
+                .collect();
+            by_sms.retain(|r| seen.contains(r.as_str()));
             for cmd in waiting {
-                if busy.contains(&cmd.device)
+                let skip = busy.contains(&cmd.device)
                     || last
                         .get(&cmd.id)
                         .is_some_and(|t| now - t < self.sms_after_ms)
-                {
+                    || cmd.network_ref.as_ref().is_some_and(|r| by_sms.contains(r));
+                if skip {
                     continue;
                 }
                 match by_device.iter_mut().find(|(d, _)| *d == cmd.device) {
@@ -347,6 +372,7 @@ impl SmsAdapter {
         if wake {
             let at_s = (self.commands.now() / 1000).clamp(0, u32::MAX as i64) as u32;
             payload.extend_from_slice(&wake_payload(key, id, at_s));
+            copies = cmds;
         } else {
             let mut sealed = Vec::with_capacity(MAX_FRAMES * SEALED_FRAME_LEN);
             if cmds.iter().any(|c| c.state == CommandState::Queued) {
@@ -357,6 +383,7 @@ impl SmsAdapter {
             }
             let taken: &[String] = plan.as_ref().map_or(&[], |p| &p.commands);
             if let Some(p) = &plan {
+                lock(&self.by_sms).insert(p.id.clone());
                 for frame in p.payload.chunks_exact(FRAME_LEN) {
                     let frame: &[u8; FRAME_LEN] = frame.try_into().expect("chunks of FRAME_LEN");
                     sealed.extend_from_slice(&seal_frame(key, id, frame));
@@ -431,6 +458,7 @@ impl SmsAdapter {
                             at: self.commands.now(),
                         },
                     );
+                    self.recorded.notify_waiters();
                 }
             }
             SubmitOutcome::Refused(status) => {
@@ -559,7 +587,22 @@ impl SmsAdapter {
         if state == ReceiptState::Other {
             return;
         }
-        let Some(sub) = lock(&self.submitted).remove(&message_id) else {
+        let mut found = None;
+        for _ in 0..100 {
+            let recorded = self.recorded.notified();
+            if let Some(sub) = lock(&self.submitted).remove(&message_id) {
+                found = Some(sub);
+                break;
+            }
+            if tokio::time::timeout(Duration::from_millis(20), recorded)
+                .await
+                .is_err()
+                && lock(&self.busy).is_empty()
+            {
+                break;
+            }
+        }
+        let Some(sub) = found else {
             Metrics::sms(&self.metrics.sms_received, "unmatched_receipt");
             tracing::debug!(
                 message_id,
