@@ -113,7 +113,7 @@ demo_out=$(mktemp)
 trap 'rm -rf "$log" "$unit_dir" "$demo_out"' EXIT
 setsid bash -c "exec $run_line" >"$demo_out" 2>&1 &
 demo_pid=$!
-demo_devices=(lorawan/70b3d57ed0000a01 lorawan/70b3d57ed0000c01 sigfox/0051f0a1 cellular/ce11000000000c01)
+demo_devices=(lorawan/70b3d57ed0000a01 lorawan/70b3d57ed0000c01 sigfox/0051f0a1 cellular/ce11000000000c01 cellular/ce11000000000c02)
 demo_done() {
     for device in "${demo_devices[@]}"; do
         grep -qE "command +$device:.* executed after " "$demo_out" || return 1
@@ -132,7 +132,7 @@ fi
 if [ "$demo_rc" -ne 0 ]; then
     cat "$demo_out"; echo "the README's run command did not stop cleanly on Ctrl-C (exit $demo_rc)"; exit 1
 fi
-echo "executed on LoRaWAN class A, class C, Sigfox and cellular"
+echo "executed on LoRaWAN class A, class C, Sigfox, cellular, and by SMS for the car without a data session"
 
 step "test vectors agree with the reference encoders (tools/wire_vectors.py, tools/lorawan_vectors.py)"
 python3 tools/wire_vectors.py --check

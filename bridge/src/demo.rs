@@ -26,6 +26,12 @@ const SIGFOX_SECRET: &str = "demo-sigfox-secret-0123456789";
 const APP: &str = "demo-app";
 /// The cellular vehicle, and the seed its key derives from.
 const CELLULAR: &str = "ce11000000000c01";
+/// A cellular vehicle whose data session is down: its unlock falls back to SMS.
+const CELLULAR_SMS: &str = "ce11000000000c02";
+/// Its number at the test SMSC.
+const SMS_NUMBER: &str = "491700000002";
+/// The demo's account at its test SMSC.
+const SMSC_ACCOUNT: (&str, &str) = ("longproto", "demo1234");
 const SEED: u64 = 1;
 
 /// Options of the demo.
@@ -123,12 +129,17 @@ fn demo_fleet() -> Vec<SimDevice> {
         ("70b3d57ed0000c01", C, 38.7150, -9.1450),
         ("0051f0a1", Radio::Sigfox, 38.7200, -9.1300),
         (CELLULAR, Radio::Cellular, 38.7250, -9.1350),
+        (CELLULAR_SMS, Radio::Cellular, 38.7270, -9.1370),
     ]
     .into_iter()
     .map(|(id, radio, lat, lon)| {
         let mut d = SimDevice::new(id, radio, demo_schedule(), Vehicle::parked(lat, lon, 87));
         if radio == Radio::Cellular {
             d.cellular = Some(longproto_fleet::cellular::client(SEED, id));
+        }
+        if id == CELLULAR_SMS {
+            d.number = Some(SMS_NUMBER.into());
+            d.data_session = false;
         }
         d
     })
@@ -276,9 +287,27 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             .create_new(true)
             .mode(0o600)
             .open(&keys)?
-            .write_all(longproto_fleet::cellular::keys_file(SEED, &[CELLULAR]).as_bytes())?;
+            .write_all(
+                format!(
+                    "{}{CELLULAR_SMS} {} {SMS_NUMBER}\n",
+                    longproto_fleet::cellular::keys_file(SEED, &[CELLULAR]),
+                    hex::encode(longproto_fleet::cellular::key_of(SEED, CELLULAR_SMS))
+                )
+                .as_bytes(),
+            )?;
     }
     settings.cellular.keys_file = keys.display().to_string();
+    // a test SMSC in the process, and SMS after 5 s (the demo's compressed time; 15 s
+    // by default)
+    let smsc = longproto_fleet::smsc::Smsc::start(SMSC_ACCOUNT.0, SMSC_ACCOUNT.1)
+        .await
+        .context("the demo's test SMSC")?;
+    settings.sms.server = format!("smpp://{}", smsc.addr());
+    settings.sms.system_id = SMSC_ACCOUNT.0.into();
+    settings.sms.password = SMSC_ACCOUNT.1.into();
+    settings.sms.source_addr = "LONGPROTO".into();
+    settings.sms.source_ton = 5;
+    settings.sms.sms_after_s = 5;
     if settings.cellular.bind.is_empty() {
         settings.cellular.bind = "127.0.0.1:0".into();
     }
@@ -308,11 +337,15 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         } else {
             ""
         };
-        o.header("longproto demo: the bridge and a simulated fleet (3 LoRaWAN class A scooters, a class C lock, a Sigfox vehicle, a cellular car)".into());
+        o.header("longproto demo: the bridge and a simulated fleet (3 LoRaWAN class A scooters, a class C lock, a Sigfox vehicle, two cellular cars, one of them without a data session and reached by SMS)".into());
         o.header(format!("  MQTT broker  {broker_url}{embedded}"));
         o.header(format!("  HTTP API     http://{http}   token: {TOKEN}"));
         o.header(format!(
             "  cellular     {cellular}   (the vehicles' long poll)"
+        ));
+        o.header(format!(
+            "  SMSC         smpp://{}   (a test SMSC; car {CELLULAR_SMS} has no data session)",
+            smsc.addr()
         ));
         o.header(format!("  state        {}", state_dir.path().display()));
         o.header("play along:".into());
@@ -363,7 +396,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         },
     );
     let watcher = watch_events(&host, port, out.clone()).await?;
-    let sim = fleet.start(Mode::Integration);
+    let mut sim = fleet.start(Mode::Integration);
+    sim.extend(fleet.start_sms(&smsc));
     let script = tokio::spawn(script(http, out.clone()));
 
     let stop = async {
@@ -411,7 +445,7 @@ fn client(host: &str, port: u16, id: &str) -> (AsyncClient, rumqttc::EventLoop) 
 
 /// The operator's side: commands through the HTTP API, a few seconds apart.
 async fn script(http: SocketAddr, out: Shared) {
-    let steps: [(u64, &str, &str, Value); 5] = [
+    let steps: [(u64, &str, &str, Value); 6] = [
         (
             4,
             "lorawan",
@@ -426,6 +460,8 @@ async fn script(http: SocketAddr, out: Shared) {
         ),
         (8, "sigfox", "0051f0a1", json!({"command": "unlock"})),
         (10, "cellular", CELLULAR, json!({"command": "unlock"})),
+        // its data session is down: sent by SMS after sms_after_s
+        (12, "cellular", CELLULAR_SMS, json!({"command": "unlock"})),
         (
             30,
             "lorawan",

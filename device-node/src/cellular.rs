@@ -174,6 +174,11 @@ impl Client {
         }
     }
 
+    /// The device's key (for the other messages it authenticates: an SMS wake-up).
+    pub fn key(&self) -> &DeviceKey {
+        &self.key
+    }
+
     /// The device id.
     pub fn id(&self) -> &[u8] {
         &self.id[..self.id_len]

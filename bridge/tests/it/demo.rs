@@ -1,6 +1,7 @@
 //! The newcomer's first command: `longproto-bridge demo` runs for a bounded time, with
 //! nothing installed (an embedded broker, SQLite in a temporary directory), and its
-//! commands reach `executed` on LoRaWAN class A, class C and Sigfox.
+//! commands reach `executed` on LoRaWAN class A, class C, Sigfox, cellular, and SMS for
+//! the car without a data session.
 use std::process::Command;
 
 #[test]
@@ -25,6 +26,8 @@ fn the_demo_takes_commands_to_executed_on_every_network() {
         "lorawan/70b3d57ed0000a01",
         "lorawan/70b3d57ed0000c01",
         "sigfox/0051f0a1",
+        "cellular/ce11000000000c01",
+        "cellular/ce11000000000c02",
     ] {
         let executed = stdout
             .lines()
@@ -34,6 +37,13 @@ fn the_demo_takes_commands_to_executed_on_every_network() {
             "no command reached executed on {device}:\n{stdout}\n{stderr}"
         );
     }
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("command   cellular/ce11000000000c02:")
+                && l.contains("(by SMS, message ")),
+        "the car without a data session got its unlock by SMS:\n{stdout}"
+    );
     assert!(
         stdout.contains("telemetry lorawan/70b3d57ed0000a01: unlocked"),
         "the unlock shows in the telemetry:\n{stdout}"

@@ -22,6 +22,7 @@ pub mod gateway;
 pub mod http;
 pub mod integration;
 pub mod sigfox;
+pub mod sms;
 pub mod smsc;
 
 use device_node::command::Command;
@@ -140,6 +141,11 @@ pub struct SimDevice {
     pub unacked_down: Option<String>,
     /// A cellular vehicle's side of the long poll.
     pub cellular: Option<device_node::cellular::Client>,
+    /// A cellular vehicle's number: it takes SMS through the test SMSC
+    /// ([`Fleet::start_sms`]).
+    pub number: Option<String>,
+    /// False: the vehicle's data session is down, it never polls (SMS only).
+    pub data_session: bool,
 }
 
 impl SimDevice {
@@ -154,6 +160,8 @@ impl SimDevice {
             queued_down: VecDeque::new(),
             unacked_down: None,
             cellular: None,
+            number: None,
+            data_session: true,
         }
     }
 
@@ -312,6 +320,10 @@ pub struct Stats {
     pub tls_resumed: u64,
     /// Sealed frames refused for a wrong MAC.
     pub refused_frames: u64,
+    /// SMS the vehicles received.
+    pub sms_received: u64,
+    /// SMS the vehicles sent (their acknowledgements, without a data session).
+    pub sms_sent: u64,
     /// Sigfox callbacks the bridge refused, MQTT publishes that failed.
     pub errors: u64,
     /// Commands seen in `command-events`: id → (first seen, final state, seconds).
@@ -428,6 +440,19 @@ impl Fleet {
         Some(f(&mut devices[i], &mut stats))
     }
 
+    /// Starts the handsets of the vehicles with a number at this SMSC: each message's
+    /// frames go to the node, and a vehicle without a data session answers by SMS.
+    pub fn start_sms(self: &Arc<Self>, smsc: &Arc<smsc::Smsc>) -> Vec<tokio::task::JoinHandle<()>> {
+        let handsets: Vec<(String, String)> = lock(&self.devices)
+            .iter()
+            .filter_map(|d| Some((d.id.clone(), d.number.clone()?)))
+            .collect();
+        handsets
+            .into_iter()
+            .map(|(id, number)| tokio::spawn(sms::run(self.clone(), id, number, smsc.clone())))
+            .collect()
+    }
+
     /// The devices whose node wants to report now.
     fn due(&self, now: u64) -> Vec<(String, Radio)> {
         lock(&self.devices)
@@ -451,7 +476,7 @@ impl Fleet {
         if let Some(target) = &self.targets.cellular {
             for d in lock(&self.devices)
                 .iter()
-                .filter(|d| d.radio == Radio::Cellular)
+                .filter(|d| d.radio == Radio::Cellular && d.data_session)
             {
                 let run = cellular::run(self.clone(), d.id.clone(), target.clone());
                 tasks.push(tokio::spawn(run));
