@@ -7,7 +7,8 @@
 //! same code the service runs. The layout, in the order a message travels:
 //!
 //! - [`networks`]: one adapter per network ([`networks::chirpstack`],
-//!   [`networks::sigfox`], [`networks::cellular`]), each turning its protocol into [`pipeline::Uplink`]s and a
+//!   [`networks::sigfox`], [`networks::cellular`], [`networks::sms`]), each turning its
+//!   protocol into [`pipeline::Uplink`]s and a
 //!   [`commands::DownlinkPlan`] back into its protocol;
 //! - [`pipeline`]: uplink → the device's codec → telemetry and retained state, duplicates
 //!   dropped;

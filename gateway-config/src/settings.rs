@@ -167,8 +167,9 @@ section! {
         /// Address and port of the devices' listener; empty: no cellular listener. It
         /// may face the internet: it serves the poll route and nothing else.
         bind: String = String::new(),
-        /// The devices' keys, one line per device: "<device id> <key, 32 hex digits>"
-        /// ('#' starts a comment). The file must not be readable by others (chmod 600
+        /// The devices' keys, one line per device: "<device id> <key, 32 hex digits>",
+        /// then for a device reachable by SMS its number and "frames" (the default) or
+        /// "wake" ('#' starts a comment). The file must not be readable by others (chmod 600
         /// or 640); it is read again when it changes, without a restart.
         keys_file: String = String::new(),
         /// The longest wait a device may ask for, in seconds (1..=3600).

@@ -2,7 +2,7 @@
 //!
 //! An adapter
 //! - reads its network's input (ChirpStack's MQTT events, Sigfox's HTTP callbacks, the
-//!   cellular devices' polls) and
+//!   cellular devices' polls, the SMSC's messages) and
 //!   turns each uplink into a [`crate::pipeline::Uplink`] for the one pipeline;
 //! - asks the command queue to fill the receive window the uplink opened
 //!   ([`crate::commands::Commands::after_uplink`] / `fill_window`), and turns the
