@@ -425,3 +425,88 @@ async fn the_simulator_runs_cellular_vehicles_over_tls_until_their_unlocks_are_e
     );
     bridge.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vehicles_without_a_data_session_take_their_unlocks_by_sms_through_the_simulators_smsc() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("cellular-keys");
+    let smsc = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let fleet_args = |extra: &[&str]| {
+        let mut args: Vec<String> = ["--lorawan", "0", "--cellular", "4", "--seed", "6"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(["--smsc-listen".into(), smsc.to_string()]);
+        args.extend(["--no-data-percent".into(), "50".into()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let status = std::process::Command::new(fleet_binary())
+        .args(fleet_args(&["--duration", "0"]))
+        .arg("--cellular-keys-out")
+        .arg(&keys)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&keys).unwrap();
+    assert!(
+        text.lines()
+            .filter(|l| l.split_whitespace().count() == 3)
+            .count()
+            == 4,
+        "{text}"
+    );
+
+    let mut s = settings(&broker, "fleet-sms");
+    s.cellular.bind = "127.0.0.1:0".into();
+    s.cellular.keys_file = keys.display().to_string();
+    s.sms.server = format!("smpp://{smsc}");
+    s.sms.system_id = "fleet".into();
+    s.sms.password = "fleet123".into();
+    s.sms.sms_after_s = 2;
+    let bridge = start_bridge(&broker, s).await;
+    let http = bridge.http_addr();
+    let child = std::process::Command::new(fleet_binary())
+        .args(fleet_args(&["--interval", "2", "--duration", "60"]))
+        .args(["--mqtt", &broker.url(), "--http", &http.to_string()])
+        .args([
+            "--cellular-addr",
+            &bridge.cellular_addr().unwrap().to_string(),
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("longproto-fleet starts");
+    let _sim = KillOnDrop(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while bridge.sms_bound() != Some(true) {
+        assert!(
+            Instant::now() < deadline,
+            "the bridge binds to the simulator's SMSC"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut ids = Vec::new();
+    for n in 1..=4 {
+        let device = format!("ce11{n:012x}");
+        let path = format!("/v1/devices/cellular/{device}/commands");
+        let (status, c) = api(http, "POST", &path, Some(&json!({"command": "unlock"}))).await;
+        assert_eq!(status, 202, "{c}");
+        ids.push((n, device, c["id"].as_str().unwrap().to_owned()));
+    }
+    for (n, device, id) in &ids {
+        let c = wait_executed(http, "cellular", device, id).await;
+        let by_sms = c["history"].as_array().unwrap().iter().any(|h| {
+            h["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("by SMS"))
+        });
+        // every second vehicle (2 and 4) has no data session
+        assert_eq!(by_sms, n % 2 == 0, "{device}: {c}");
+    }
+    bridge.shutdown().await;
+}

@@ -367,11 +367,13 @@ impl Stats {
             .filter(|c| c.round_trip_s.is_none())
             .count();
         format!(
-            "uplinks: {} lorawan, {} sigfox, {} cellular; downlinks: {} ({} command frames), executed: {}; errors: {}; commands: {} executed (round trip p50 {:.2} s, max {:.2} s), {} open",
+            "uplinks: {} lorawan, {} sigfox, {} cellular, {} SMS; downlinks: {} (and {} SMS) ({} command frames), executed: {}; errors: {}; commands: {} executed (round trip p50 {:.2} s, max {:.2} s), {} open",
             self.lorawan_uplinks,
             self.sigfox_uplinks,
             self.cellular_requests,
+            self.sms_sent,
             self.downlinks,
+            self.sms_received,
             self.frames,
             self.executed,
             self.errors,

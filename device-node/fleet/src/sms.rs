@@ -7,6 +7,24 @@ use crate::smsc::Smsc;
 use device_node::sms::{Mt, PAYLOAD_MAX, parse_mt, split_user_data, udh};
 use std::sync::Arc;
 
+/// A simulated vehicle's number: `4917` and eight digits from its id.
+pub fn number_of(id: &str) -> String {
+    let n =
+        u64::from_str_radix(id.get(id.len().saturating_sub(12)..).unwrap_or(id), 16).unwrap_or(0);
+    format!("4917{:08}", n % 100_000_000)
+}
+
+/// The bridge's `[cellular] keys_file` for these vehicles, each with its number.
+pub fn keys_file(seed: u64, ids: &[&str]) -> String {
+    let mut out =
+        String::from("# longproto-fleet's simulated cellular vehicles, with their numbers\n");
+    for id in ids {
+        let key = hex::encode(crate::cellular::key_of(seed, id));
+        out += &format!("{id} {key} {}\n", number_of(id));
+    }
+    out
+}
+
 /// Runs one vehicle's handset until the task is aborted.
 pub async fn run(fleet: Arc<Fleet>, id: String, number: String, smsc: Arc<Smsc>) {
     let mut inbox = smsc.handset(&number);

@@ -91,6 +91,8 @@ struct State {
     submits: Vec<Submitted>,
     /// The bound ESME's writer.
     esme: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    /// Closes the bound ESME's connection when told.
+    kill: Option<Arc<Notify>>,
     handsets: HashMap<String, mpsc::UnboundedSender<Vec<u8>>>,
     /// Start of the current second and submits taken in it.
     second: Option<(Instant, u32)>,
@@ -118,7 +120,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Smsc {
     /// Listens on a free loopback port for an ESME with these credentials.
     pub async fn start(system_id: &str, password: &str) -> std::io::Result<Arc<Smsc>> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(
+            "127.0.0.1:0".parse().expect("an address"),
+            system_id,
+            password,
+        )
+        .await
+    }
+
+    /// Listens on `addr`.
+    pub async fn start_on(
+        addr: SocketAddr,
+        system_id: &str,
+        password: &str,
+    ) -> std::io::Result<Arc<Smsc>> {
+        let listener = TcpListener::bind(addr).await?;
         let smsc = Arc::new(Smsc {
             addr: listener.local_addr()?,
             system_id: system_id.to_owned(),
@@ -225,7 +241,12 @@ impl Smsc {
 
     /// Closes the ESME's connection now.
     pub fn drop_connection(&self) {
-        lock(&self.state).esme = None;
+        let mut st = lock(&self.state);
+        st.esme = None;
+        if let Some(k) = st.kill.take() {
+            k.notify_one();
+        }
+        drop(st);
         self.changed.notify_waiters();
     }
 
@@ -272,6 +293,7 @@ impl Smsc {
         let _ = tcp.set_nodelay(true);
         let (mut rd, mut wr) = tcp.into_split();
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let kill = Arc::new(Notify::new());
         let mut bound = false;
         let mut buf = Vec::new();
         loop {
@@ -287,12 +309,8 @@ impl Smsc {
                     Some(p) => p,
                     None => break,
                 },
-                _ = self.changed.notified(), if bound => {
-                    // dropped by `drop_connection`
-                    let ours = lock(&self.state).esme.as_ref().is_some_and(|t| t.same_channel(&tx));
-                    if !ours { break; }
-                    continue;
-                }
+                // dropped by `drop_connection`
+                _ = kill.notified() => break,
             };
             let Ok(header) = CommandHeader::decode(&pdu) else {
                 break;
@@ -316,6 +334,7 @@ impl Smsc {
                         st.binds.push((sid, ok));
                         if ok {
                             st.esme = Some(tx.clone());
+                            st.kill = Some(kill.clone());
                         }
                     }
                     bound = ok;
@@ -364,6 +383,7 @@ impl Smsc {
         let mut st = lock(&self.state);
         if st.esme.as_ref().is_some_and(|t| t.same_channel(&tx)) {
             st.esme = None;
+            st.kill = None;
         }
         drop(st);
         self.changed.notify_waiters();
@@ -406,13 +426,12 @@ impl Smsc {
         }
         let id = format!("m{:06}", self.next_id.fetch_add(1, Ordering::Relaxed));
         st.submits.push(record(Ok(id.clone())));
-        // the message goes out whatever becomes of the response
+        // the message goes out whatever becomes of the response, a moment after it (an
+        // SMSC answers the submit before it forwards the message)
         let reachable = !st.knobs.unreachable.contains(&req.destination_addr);
-        if reachable {
-            if let Some(h) = st.handsets.get(&req.destination_addr) {
-                let _ = h.send(req.short_message.clone());
-            }
-        }
+        let handset = reachable
+            .then(|| st.handsets.get(&req.destination_addr).cloned())
+            .flatten();
         let stat = if reachable { None } else { Some("UNDELIV") };
         let receipt = match (req.registered_delivery & 0x03, st.knobs.receipts) {
             (0, _) | (_, Receipts::Never) => None,
@@ -420,10 +439,12 @@ impl Smsc {
             (_, Receipts::After(d, s)) => Some((d, stat.unwrap_or(s))),
         };
         let to = req.destination_addr.clone();
+        let message = req.short_message.clone();
         let step = if let Some(n) = st.knobs.drop_after.as_mut() {
             if *n <= 1 {
                 st.knobs.drop_after = None;
                 st.esme = None;
+                st.kill = None;
                 Step::Drop
             } else {
                 *n -= 1;
@@ -436,14 +457,18 @@ impl Smsc {
             Step::Answer(req.accept(id.clone()).encode())
         };
         drop(st);
-        if let Some((after, stat)) = receipt {
-            let s = self.clone();
-            tokio::spawn(async move {
+        let s = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if let Some(h) = handset {
+                let _ = h.send(message);
+            }
+            if let Some((after, stat)) = receipt {
                 tokio::time::sleep(after).await;
                 let r = s.receipt(&id, &to, stat);
                 s.to_esme(r);
-            });
-        }
+            }
+        });
         self.changed.notify_waiters();
         step
     }

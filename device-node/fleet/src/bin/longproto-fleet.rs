@@ -66,6 +66,24 @@ struct Args {
     /// `[cellular] keys_file` reads them, and go on.
     #[arg(long)]
     cellular_keys_out: Option<std::path::PathBuf>,
+    /// Start a test SMSC listening here (SMPP 3.4): every cellular vehicle gets a number
+    /// and takes SMS through it. Point the bridge's `[sms] server` at smpp://this.
+    #[arg(long)]
+    smsc_listen: Option<SocketAddr>,
+    /// The test SMSC's account: system_id.
+    #[arg(long, default_value = "fleet")]
+    smsc_system_id: String,
+    /// The test SMSC's account: password.
+    #[arg(
+        long,
+        env = "LONGPROTO_FLEET_SMSC_PASSWORD",
+        default_value = "fleet123"
+    )]
+    smsc_password: String,
+    /// Share of the cellular vehicles whose data session is down (they never poll; SMS
+    /// only), percent; needs --smsc-listen.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    no_data_percent: u8,
     /// Normal reporting interval in seconds (a fifth of it while active after an unlock).
     #[arg(long, default_value_t = 60)]
     interval: u32,
@@ -124,7 +142,12 @@ async fn main() -> anyhow::Result<()> {
             })
         }
     };
-    let devices = fleet::build(&FleetSpec {
+    if a.no_data_percent > 0 && a.smsc_listen.is_none() {
+        anyhow::bail!(
+            "--no-data-percent needs --smsc-listen: vehicles without data are reached by SMS"
+        );
+    }
+    let mut devices = fleet::build(&FleetSpec {
         lorawan: a.lorawan,
         class_c_percent: a.class_c,
         sigfox: a.sigfox,
@@ -132,6 +155,19 @@ async fn main() -> anyhow::Result<()> {
         interval_s: a.interval,
         seed: a.seed,
     });
+    if a.smsc_listen.is_some() {
+        let mut cellular = 0u32;
+        for d in devices
+            .iter_mut()
+            .filter(|d| d.radio == fleet::Radio::Cellular)
+        {
+            d.number = Some(fleet::sms::number_of(&d.id));
+            // spread evenly: exactly the share, one vehicle in every 100 / percent
+            let p = a.no_data_percent as u32;
+            d.data_session = (cellular + 1) * p / 100 == cellular * p / 100;
+            cellular += 1;
+        }
+    }
     let ids: Vec<(String, &str)> = devices
         .iter()
         .map(|d| {
@@ -149,7 +185,11 @@ async fn main() -> anyhow::Result<()> {
             .filter(|d| d.radio == fleet::Radio::Cellular)
             .map(|d| d.id.as_str())
             .collect();
-        write_private(path, &fleet::cellular::keys_file(a.seed, &ids))
+        let text = match a.smsc_listen {
+            Some(_) => fleet::sms::keys_file(a.seed, &ids),
+            None => fleet::cellular::keys_file(a.seed, &ids),
+        };
+        write_private(path, &text)
             .with_context(|| format!("--cellular-keys-out {}", path.display()))?;
     }
     let cellular = match a.cellular {
@@ -187,6 +227,17 @@ async fn main() -> anyhow::Result<()> {
         },
     );
     let mut tasks = fleet.start(mode);
+    if let Some(addr) = a.smsc_listen {
+        let smsc = fleet::smsc::Smsc::start_on(addr, &a.smsc_system_id, &a.smsc_password)
+            .await
+            .with_context(|| format!("--smsc-listen {addr}"))?;
+        println!(
+            "test SMSC on smpp://{} (system_id {})",
+            smsc.addr(),
+            a.smsc_system_id
+        );
+        tasks.extend(fleet.start_sms(&smsc));
+    }
     if let (Some(every), Some(token)) = (a.unlock_every, a.api_token.clone()) {
         let http = a.http;
         tasks.push(tokio::spawn(async move {
