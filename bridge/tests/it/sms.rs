@@ -627,3 +627,85 @@ async fn a_wake_up_makes_the_device_poll_and_strangers_are_dropped() {
         );
     }
 }
+
+/// A TLS front for the test SMSC (as an operator's SMPP-over-TLS port, or stunnel):
+/// terminates TLS with the test PKI's `localhost` certificate and relays to `to`.
+async fn tls_front(pki: &Pki, to: std::net::SocketAddr) -> std::net::SocketAddr {
+    let pem = |n: &str| std::fs::read(pki.path(n)).unwrap();
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem("server.pem").as_slice())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = rustls_pemfile::private_key(&mut pem("server.key").as_slice())
+        .unwrap()
+        .unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut smsc = tokio::net::TcpStream::connect(to).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut smsc).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smpps_binds_over_tls_and_refuses_an_smsc_it_cannot_verify() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let broker = Mosquitto::start();
+    let pki = Pki::new();
+    let smsc = Smsc::start("longproto", "secret12").await.unwrap();
+    let front = tls_front(&pki, smsc.addr()).await;
+    let keys = tempfile::tempdir().unwrap();
+    let path = keys.path().join("keys");
+    std::fs::write(
+        &path,
+        format!("{CAR} {} {CAR_NUMBER}\n", hex::encode(key_of(SEED, CAR))),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let tls_settings = |name: &str, ca: String| {
+        let mut s = settings(&broker, name);
+        s.cellular.keys_file = path.display().to_string();
+        s.sms.server = format!("smpps://localhost:{}", front.port());
+        s.sms.system_id = "longproto".into();
+        s.sms.password = "secret12".into();
+        s.sms.sms_after_s = 1;
+        s.sms.ca_cert = ca;
+        s
+    };
+    // a CA that did not sign the SMSC's certificate: no bind
+    let other = Pki::new();
+    let wrong = start_bridge(&broker, tls_settings("sms-tls-wrong", other.path("ca.pem"))).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(wrong.sms_bound(), Some(false));
+    assert!(smsc.binds().is_empty(), "no bind reached the SMSC");
+    let m = metrics_text(&wrong).await;
+    assert!(
+        metric(&m, "longproto_sms_binds_total{outcome=\"failed\"}") >= 1.0,
+        "{m}"
+    );
+    wrong.shutdown().await;
+
+    let bridge = start_bridge(&broker, tls_settings("sms-tls", pki.path("ca.pem"))).await;
+    assert!(
+        smsc.wait(Duration::from_secs(10), |s| s.bound()).await,
+        "bound over TLS"
+    );
+    let mut car = Handset::new(&smsc, CAR, CAR_NUMBER);
+    create(&bridge, CAR, json!({"command": "unlock"})).await;
+    let ud = car.next(Duration::from_secs(10)).await;
+    assert_eq!(car.take(&ud), 1);
+}
