@@ -156,16 +156,14 @@ async fn main() -> anyhow::Result<()> {
         seed: a.seed,
     });
     if a.smsc_listen.is_some() {
-        let mut cellular = 0u32;
-        for d in devices
+        let p = a.no_data_percent as u32;
+        let cellular = devices
             .iter_mut()
-            .filter(|d| d.radio == fleet::Radio::Cellular)
-        {
+            .filter(|d| d.radio == fleet::Radio::Cellular);
+        for (k, d) in (0u32..).zip(cellular) {
             d.number = Some(fleet::sms::number_of(&d.id));
             // spread evenly: exactly the share, one vehicle in every 100 / percent
-            let p = a.no_data_percent as u32;
-            d.data_session = (cellular + 1) * p / 100 == cellular * p / 100;
-            cellular += 1;
+            d.data_session = (k + 1) * p / 100 == k * p / 100;
         }
     }
     let ids: Vec<(String, &str)> = devices
