@@ -208,16 +208,21 @@ impl SmsAdapter {
         jobs.spawn({
             let a = adapter.clone();
             stop.clone().run_until_cancelled_owned(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                // four times a second: a command goes by SMS at most 250 ms after
+                // sms_after_s
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut ticks = 0u64;
                 loop {
                     tick.tick().await;
                     if a.smpp.bound() {
                         a.fallback().await;
                     }
-                    a.receipt_timeouts().await;
                     ticks += 1;
-                    if ticks % 2 == 0 {
+                    if ticks % 4 == 0 {
+                        a.receipt_timeouts().await;
+                    }
+                    if ticks % 8 == 0 {
                         if let Err(e) = a.keys.reload() {
                             tracing::error!(error = %e, "SMS: device keys not read again; the keys in force stay");
                         }

@@ -1,9 +1,9 @@
 //! The SMPP session: one bind to the SMSC as a transceiver, kept alive with
 //! `enquire_link`, bound again with backoff after a drop.
 //!
-//! - Submits go out at most `submits_per_s` a second and at most `window` awaiting their
-//!   response; `ESME_RTHROTTLED` (or `ESME_RMSGQFUL`) pauses sending for a second and the
-//!   submit goes again.
+//! - Submits go out at most `submits_per_s` a second, evenly paced, and at most `window`
+//!   awaiting their response; `ESME_RTHROTTLED` (or `ESME_RMSGQFUL`) pauses sending
+//!   briefly and slows the pace (`Pace`), and the submit goes again.
 //! - A submit whose response does not come (a drop, or `response_timeout_s`) is
 //!   [`SubmitOutcome::Lost`]: it may have gone out; the adapter sends its commands again
 //!   with the same counters.
@@ -27,8 +27,49 @@ use tokio_util::task::TaskTracker;
 pub const REFUSED_RETRY: Duration = Duration::from_secs(300);
 /// The longest wait between binds after other failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// How long sending pauses after `ESME_RTHROTTLED`.
-const THROTTLE_PAUSE: Duration = Duration::from_secs(1);
+
+/// The pace of submits: never above `submits_per_s`, one every interval (no burst to
+/// catch up after a quiet spell). A throttle from the SMSC pauses sending for five
+/// intervals (0.1 to 1 s) and slows the pace by a quarter, down to a quarter of the
+/// configured rate; every 10 s without one brings it back up by a tenth.
+#[derive(Debug)]
+struct Pace {
+    max: f64,
+    rate: f64,
+    gate: Instant,
+    calm_since: Instant,
+}
+
+impl Pace {
+    fn new(per_s: u32, now: Instant) -> Self {
+        let max = per_s.max(1) as f64;
+        Pace {
+            max,
+            rate: max,
+            gate: now,
+            calm_since: now,
+        }
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.rate)
+    }
+
+    fn sent(&mut self, now: Instant) {
+        self.gate = self.gate.max(now) + self.interval();
+        if self.rate < self.max && now.duration_since(self.calm_since) >= Duration::from_secs(10) {
+            self.rate = (self.rate * 1.1).min(self.max);
+            self.calm_since = now;
+        }
+    }
+
+    fn throttled(&mut self, now: Instant) {
+        self.rate = (self.rate * 0.75).max(self.max / 4.0).max(1.0);
+        let pause = (self.interval() * 5).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        self.gate = now + pause;
+        self.calm_since = now;
+    }
+}
 
 /// Where and how to bind.
 #[derive(Debug, Clone)]
@@ -295,15 +336,14 @@ impl Link {
         };
         let mut outstanding: HashMap<u32, (Job, Instant)> = HashMap::new();
         let mut enquiry: Option<(u32, Instant)> = None;
-        let interval = Duration::from_secs_f64(1.0 / self.s.submits_per_s.max(1) as f64);
-        let mut gate = Instant::now();
+        let mut pace = Pace::new(self.s.submits_per_s, Instant::now());
         let mut last_heard = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let why = loop {
             // send what the window and the rate allow
             let now = Instant::now();
             let mut write_failed = None;
-            while outstanding.len() < self.s.window && now >= gate {
+            while outstanding.len() < self.s.window && now >= pace.gate {
                 let Some(job) = self.pending.pop_front() else {
                     break;
                 };
@@ -319,7 +359,7 @@ impl Link {
                 }
                 self.metrics.sms_submits("sent");
                 outstanding.insert(s, (job, Instant::now()));
-                gate = gate.max(now - interval) + interval;
+                pace.sent(now);
             }
             if let Some(e) = write_failed {
                 break format!("write: {e}");
@@ -336,7 +376,7 @@ impl Link {
                     Some(job) => self.pending.push_back(job),
                     None => break "the SMS adapter stopped".to_owned(),
                 },
-                _ = tokio::time::sleep_until(gate), if room && gate > Instant::now() => {}
+                _ = tokio::time::sleep_until(pace.gate), if room && pace.gate > Instant::now() => {}
                 Some((s, status)) = replies.recv() => {
                     if let Err(e) = wr.write_all(&pdu::response(pdu::DELIVER_SM, status, s)).await {
                         break format!("write: {e}");
@@ -364,7 +404,7 @@ impl Link {
                                     self.metrics.sms_submits("throttled");
                                     tracing::debug!(status = pdu::status_name(header.status), "SMSC throttled a submit; pausing");
                                     self.pending.push_front(job);
-                                    gate = Instant::now() + THROTTLE_PAUSE;
+                                    pace.throttled(Instant::now());
                                 }
                                 status => {
                                     self.metrics.sms_submits("refused");
@@ -477,5 +517,43 @@ async fn read_pdu<R: AsyncRead + Unpin>(
             return Err("the SMSC closed the connection".into());
         }
         buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pace_never_bursts_slows_on_a_throttle_and_recovers() {
+        let t0 = Instant::now();
+        let mut p = Pace::new(50, t0);
+        p.sent(t0);
+        p.sent(t0);
+        assert_eq!(p.gate, t0 + Duration::from_millis(40), "one every 20 ms");
+        // a long quiet spell gives no burst: the next gate is an interval after now
+        let later = t0 + Duration::from_secs(5);
+        p.sent(later);
+        assert_eq!(p.gate, later + Duration::from_millis(20));
+        p.throttled(later);
+        assert_eq!(p.rate, 37.5);
+        let pause = p.gate.duration_since(later);
+        assert!(
+            (133..=134).contains(&pause.as_millis()),
+            "{pause:?}: five intervals at 37.5/s"
+        );
+        for _ in 0..10 {
+            p.throttled(later);
+        }
+        assert_eq!(
+            p.rate, 12.5,
+            "a quarter of the configured rate at the least"
+        );
+        let mut t = later;
+        while p.rate < 50.0 {
+            t += Duration::from_secs(10);
+            p.sent(t);
+        }
+        assert_eq!(p.rate, 50.0, "back to the configured rate, never above");
     }
 }
