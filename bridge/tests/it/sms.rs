@@ -249,6 +249,13 @@ async fn an_unlock_without_a_data_session_goes_by_sms_and_is_acknowledged_by_sms
         (sub.data_coding, sub.esm_class, sub.registered_delivery),
         (0x04, 0x40, 0x01)
     );
+    // valid until the command expires (ttl 300 s by default), not the SMSC's days
+    assert!(
+        ["000000000459000R", "000000000458000R", "000000000457000R"]
+            .contains(&sub.validity_period.as_str()),
+        "{}",
+        sub.validity_period
+    );
     let vector = vectors("sms.json")
         .into_iter()
         .find(|v| v["name"] == "frames_one_unlock")
@@ -407,10 +414,19 @@ async fn the_sms_fallback_races_a_late_cellular_answer_and_the_vehicle_executes_
     .await;
     wait_state(&mut setup.events, &id, "sent").await;
 
-    // sms_after_s later the copy goes by SMS, same counter, and arrives first
+    // sms_after_s later the copy goes by SMS, same counter, and arrives first; no
+    // receipt comes, and the copy is not sent again while the cellular answer waits
+    // for its acknowledgement
+    setup.smsc.set(|k| k.receipts = Receipts::Never);
     let ud = car.next(Duration::from_secs(10)).await;
     assert_eq!(car.take(&ud), 1);
     assert_eq!(car.vehicle.executed, 1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        setup.smsc.submits().len(),
+        1,
+        "one copy per cellular answer"
+    );
     let mut buf = Vec::new();
     let body = loop {
         use tokio::io::AsyncReadExt;

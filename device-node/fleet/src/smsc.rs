@@ -76,6 +76,8 @@ pub struct Submitted {
     pub data_coding: u8,
     /// `registered_delivery`.
     pub registered_delivery: u8,
+    /// `validity_period`.
+    pub validity_period: String,
     /// `short_message`: the user data.
     pub user_data: Vec<u8>,
     /// What it answered: the message id, or the refusal.
@@ -413,6 +415,7 @@ impl Smsc {
             esm_class: req.esm_class,
             data_coding: req.data_coding,
             registered_delivery: req.registered_delivery,
+            validity_period: req.validity_period.clone(),
             user_data: req.short_message.clone(),
             answer,
             at: now,

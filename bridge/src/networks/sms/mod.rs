@@ -405,6 +405,10 @@ impl SmsAdapter {
                     continue;
                 };
                 sealed.extend_from_slice(&seal_frame(key, id, &frame));
+                // one copy per cellular answer
+                if let Some(r) = &c.network_ref {
+                    lock(&self.by_sms).insert(r.clone());
+                }
                 copies.push(c);
             }
             if sealed.is_empty() {
@@ -414,6 +418,14 @@ impl SmsAdapter {
             payload.push(wire::MT_FRAMES);
             payload.extend_from_slice(&sealed);
         }
+        // the message must not reach the vehicle after its commands expired: a frame
+        // with a new counter would still execute, hours later, on a phone switched back on
+        let expires_at = plan
+            .iter()
+            .map(|p| p.expires_at)
+            .chain(copies.iter().map(|c| c.expires_at))
+            .min()
+            .unwrap_or_else(|| self.commands.now() + 60_000);
         let mut user_data = udh(self.port, self.port).to_vec();
         user_data.extend_from_slice(&payload);
         let submit = Submit {
@@ -424,7 +436,7 @@ impl SmsAdapter {
             esm_class: wire::ESM_UDHI,
             registered_delivery: 0x01,
             data_coding: wire::DATA_CODING_8BIT,
-            validity_period: String::new(),
+            validity_period: pdu::relative_validity(expires_at - self.commands.now()),
             short_message: user_data,
         };
         let kind = if wake { "wake" } else { "frames" };

@@ -368,6 +368,19 @@ pub struct Submit {
     pub short_message: Vec<u8>,
 }
 
+/// A relative `validity_period` (SMPP 3.4 §7.1.1, `YYMMDDhhmmsstnnR`) of `ms`, in whole
+/// seconds (at least one, at most 99 days).
+pub fn relative_validity(ms: i64) -> String {
+    let s = (ms / 1000).clamp(1, 99 * 86_400 + 86_399);
+    format!(
+        "0000{:02}{:02}{:02}{:02}000R",
+        s / 86_400,
+        s % 86_400 / 3600,
+        s % 3600 / 60,
+        s % 60
+    )
+}
+
 /// `submit_sm`.
 pub fn submit_sm(seq: u32, s: &Submit) -> Vec<u8> {
     let mut w = Writer::new(SUBMIT_SM, 0, seq)
@@ -495,6 +508,21 @@ mod tests {
         want.extend_from_slice(&[0x40, 0, 0, 0, 0, 1, 0, 4, 0, 8]);
         want.extend_from_slice(&s.short_message);
         assert_eq!(pdu, want);
+    }
+
+    #[test]
+    fn validity_is_relative_and_in_whole_seconds() {
+        assert_eq!(relative_validity(300_000), "000000000500000R");
+        assert_eq!(
+            relative_validity(7 * 86_400_000 + 3_723_000),
+            "000007010203000R"
+        );
+        assert_eq!(
+            relative_validity(-5),
+            "000000000001000R",
+            "at least a second"
+        );
+        assert_eq!(relative_validity(i64::MAX).len(), 16);
     }
 
     #[test]
