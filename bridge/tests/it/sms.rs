@@ -82,6 +82,8 @@ struct Setup {
     bridge: Bridge,
     smsc: Arc<Smsc>,
     events: Watcher,
+    /// The bridge's settings, to start it again on the same store.
+    settings: gateway_config::Settings,
     _keys: tempfile::TempDir,
 }
 
@@ -124,7 +126,7 @@ async fn sms_bridge(
         &["longproto/v1/cellular/+/command-events"],
     )
     .await;
-    let bridge = start_bridge(broker, s).await;
+    let bridge = start_bridge(broker, s.clone()).await;
     assert!(
         smsc.wait(Duration::from_secs(10), |s| s.bound()).await,
         "the bridge binds"
@@ -133,6 +135,7 @@ async fn sms_bridge(
         bridge,
         smsc,
         events,
+        settings: s,
         _keys: keys,
     }
 }
@@ -588,6 +591,39 @@ async fn daily_caps_hold_sms_back_and_say_so() {
         metric(&m, "longproto_sms_capped_total{outcome=\"device\"}") >= 1.0,
         "{m}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_cap_in_all_outlives_a_restart() {
+    let broker = Mosquitto::start();
+    let Setup {
+        bridge,
+        smsc,
+        settings,
+        _keys,
+        ..
+    } = sms_bridge(&broker, "sms-total", &[(CAR, CAR_NUMBER, "frames")], |s| {
+        s.sms.daily_total = 1;
+    })
+    .await;
+    let mut car = Handset::new(&smsc, CAR, CAR_NUMBER);
+    create(&bridge, CAR, json!({"command": "locate"})).await;
+    let _ = car.next(Duration::from_secs(10)).await;
+    bridge.shutdown().await;
+
+    let bridge = start_bridge(&broker, settings).await;
+    assert!(
+        smsc.wait(Duration::from_secs(10), |s| s.binds().len() == 2
+            && s.bound())
+            .await
+    );
+    let held = create(&bridge, CAR, json!({"command": "lock"})).await;
+    history_where(&bridge, &held, |h| {
+        h.iter()
+            .any(|(s, r)| s == "queued" && r.contains("daily cap of 1 SMS in all is reached"))
+    })
+    .await;
+    assert_eq!(smsc.submits().len(), 1, "the restart gave no new allowance");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -214,6 +214,17 @@ pub trait Quotas: Send + Sync {
     ) -> StoreFuture<'a, bool>;
     /// Gives back a downlink taken from today's quota (the network did not send it).
     fn return_daily_quota<'a>(&'a self, device: &'a DeviceId, day: i64) -> StoreFuture<'a, ()>;
+    /// Takes one from a daily quota of no single device (`name`: e.g. every SMS
+    /// together); false when it is used up. Kept in the store, so a restart does not
+    /// reset it.
+    fn take_shared_quota<'a>(
+        &'a self,
+        name: &'a str,
+        day: i64,
+        limit: u32,
+    ) -> StoreFuture<'a, bool>;
+    /// Gives back one taken from a shared daily quota.
+    fn return_shared_quota<'a>(&'a self, name: &'a str, day: i64) -> StoreFuture<'a, ()>;
 }
 
 /// The request counters of devices that authenticate their requests (cellular): each

@@ -820,7 +820,9 @@ impl SqliteStore {
         Ok(facts)
     }
 
-    async fn take_quota(&self, device: &DeviceId, day: i64, limit: u32) -> R<bool> {
+    /// `key`: a device (`{network}/{id}`), or a quota of no device (`quota/{name}`, a
+    /// row of its own in `devices` that no device id can name).
+    async fn take_quota(&self, key: String, day: i64, limit: u32) -> R<bool> {
         // one statement: reset on a new day, count up while under the limit
         let taken: Option<i64> = sqlx::query_scalar(
             "INSERT INTO devices (device, next_counter, quota_day, quota_used) VALUES (?1, 1, ?2, 1) \
@@ -829,7 +831,7 @@ impl SqliteStore {
              WHERE quota_day IS NOT ?2 OR quota_used < ?3 \
              RETURNING quota_used",
         )
-        .bind(device.to_string())
+        .bind(key)
         .bind(day)
         .bind(limit as i64)
         .fetch_optional(&mut *self.writer.lock().await)
@@ -858,9 +860,9 @@ impl SqliteStore {
         Ok(moved.is_some())
     }
 
-    async fn return_quota(&self, device: &DeviceId, day: i64) -> R<()> {
+    async fn return_quota(&self, key: String, day: i64) -> R<()> {
         sqlx::query("UPDATE devices SET quota_used = MAX(quota_used - 1, 0) WHERE device = ? AND quota_day = ?")
-            .bind(device.to_string())
+            .bind(key)
             .bind(day)
             .execute(&mut *self.writer.lock().await)
             .await?;
@@ -891,11 +893,24 @@ impl Quotas for SqliteStore {
         day: i64,
         limit: u32,
     ) -> StoreFuture<'a, bool> {
-        Box::pin(self.take_quota(device, day, limit))
+        Box::pin(self.take_quota(device.to_string(), day, limit))
     }
 
     fn return_daily_quota<'a>(&'a self, device: &'a DeviceId, day: i64) -> StoreFuture<'a, ()> {
-        Box::pin(self.return_quota(device, day))
+        Box::pin(self.return_quota(device.to_string(), day))
+    }
+
+    fn take_shared_quota<'a>(
+        &'a self,
+        name: &'a str,
+        day: i64,
+        limit: u32,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(self.take_quota(format!("quota/{name}"), day, limit))
+    }
+
+    fn return_shared_quota<'a>(&'a self, name: &'a str, day: i64) -> StoreFuture<'a, ()> {
+        Box::pin(self.return_quota(format!("quota/{name}"), day))
     }
 }
 

@@ -21,7 +21,7 @@ pub mod pdu;
 pub mod session;
 
 use crate::commands::model::{Command, CommandState};
-use crate::commands::store::{Quotas, RequestCounters};
+use crate::commands::store::{Quotas, RequestCounters, StoreError};
 use crate::commands::{Commands, DownlinkPlan, ReceiveWindow};
 use crate::device::{DeviceId, Network};
 use crate::metrics::Metrics;
@@ -81,11 +81,11 @@ pub struct SmsAdapter {
     by_sms: std::sync::Mutex<HashSet<String>>,
     /// Told each time a message is recorded in `submitted`.
     recorded: tokio::sync::Notify,
-    /// SMS sent today in all: (day, count).
-    total: std::sync::Mutex<(i64, u32)>,
 }
 
 const DAY_MS: i64 = 86_400_000;
+/// The store's name of the daily cap of every SMS together.
+const SMS_QUOTA: &str = "sms";
 
 /// The TLS client configuration for smpps://: `ca` (PEM) or the system's roots.
 fn tls_config(ca: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
@@ -184,7 +184,6 @@ impl SmsAdapter {
             busy: Default::default(),
             by_sms: Default::default(),
             recorded: Default::default(),
-            total: Default::default(),
         });
         jobs.spawn({
             let a = adapter.clone();
@@ -303,54 +302,48 @@ impl SmsAdapter {
         lock(&self.last_sms).retain(|_, t| *t > cutoff);
     }
 
-    /// Takes one SMS from the device's and the global daily caps; false (noted in the
-    /// commands' histories) when either is used up.
+    /// Takes one SMS from the global and the device's daily caps (both kept in the
+    /// store, so that a restart resets neither); false (noted in the commands'
+    /// histories) when either is used up.
     async fn take_caps(&self, device: &DeviceId, cmds: &[Command]) -> bool {
-        let now = self.commands.now();
-        let day = now.div_euclid(DAY_MS);
-        let total_ok = {
-            let mut t = lock(&self.total);
-            if t.0 != day {
-                *t = (day, 0);
-            }
-            if t.1 < self.daily_total {
-                t.1 += 1;
-                true
-            } else {
-                false
-            }
+        let day = self.commands.now().div_euclid(DAY_MS);
+        let failed = |e: StoreError| {
+            tracing::error!(device = %device, error = %e, "store failed counting an SMS; none sent");
+            false
         };
-        let (cap, why) = if !total_ok {
-            (
+        let (cap, why) = match self
+            .store
+            .take_shared_quota(SMS_QUOTA, day, self.daily_total)
+            .await
+        {
+            Err(e) => return failed(e),
+            Ok(false) => (
                 "total",
                 format!(
                     "SMS held back: the daily cap of {} SMS in all is reached",
                     self.daily_total
                 ),
-            )
-        } else {
-            match self
+            ),
+            Ok(true) => match self
                 .store
                 .take_daily_quota(device, day, self.daily_per_device)
                 .await
             {
                 Ok(true) => return true,
-                Ok(false) => {
-                    lock(&self.total).1 -= 1;
-                    (
-                        "device",
-                        format!(
-                            "SMS held back: the device's daily cap of {} SMS is reached",
-                            self.daily_per_device
+                other => {
+                    let _ = self.store.return_shared_quota(SMS_QUOTA, day).await;
+                    match other {
+                        Err(e) => return failed(e),
+                        _ => (
+                            "device",
+                            format!(
+                                "SMS held back: the device's daily cap of {} SMS is reached",
+                                self.daily_per_device
+                            ),
                         ),
-                    )
+                    }
                 }
-                Err(e) => {
-                    lock(&self.total).1 -= 1;
-                    tracing::error!(device = %device, error = %e, "store failed counting an SMS");
-                    return false;
-                }
-            }
+            },
         };
         Metrics::sms(&self.metrics.sms_capped, cap);
         tracing::warn!(device = %device, cap, "SMS held back by a daily cap");
@@ -508,11 +501,8 @@ impl SmsAdapter {
     /// Gives back the SMS taken from the caps for a message that did not go out.
     async fn give_back(&self, device: &DeviceId) {
         let day = self.commands.now().div_euclid(DAY_MS);
-        {
-            let mut t = lock(&self.total);
-            if t.0 == day {
-                t.1 = t.1.saturating_sub(1);
-            }
+        if let Err(e) = self.store.return_shared_quota(SMS_QUOTA, day).await {
+            tracing::warn!(error = %e, "store failed giving back an SMS of the daily cap in all");
         }
         if let Err(e) = self.store.return_daily_quota(device, day).await {
             tracing::warn!(device = %device, error = %e, "store failed giving back an SMS of the daily cap");
