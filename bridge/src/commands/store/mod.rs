@@ -237,8 +237,9 @@ pub trait RequestCounters: Send + Sync {
         device: &'a DeviceId,
         counter: u32,
     ) -> StoreFuture<'a, bool>;
-    /// The same for the requests a device sends by SMS, counted apart (an SMS may
-    /// arrive after a later poll).
+    /// For the requests a device sends by SMS, counted apart (an SMS may arrive after a
+    /// later poll), and taken once each within 32 below the highest: SMS overtake each
+    /// other. False: this counter arrived before, or is older than that.
     fn advance_sms_counter<'a>(
         &'a self,
         device: &'a DeviceId,

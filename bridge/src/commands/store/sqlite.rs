@@ -839,25 +839,43 @@ impl SqliteStore {
         Ok(taken.is_some_and(|used| used <= limit as i64))
     }
 
-    async fn advance_counter(&self, device: &DeviceId, counter: u32, sms: bool) -> R<bool> {
+    async fn advance_counter(&self, device: &DeviceId, counter: u32) -> R<bool> {
         // one statement: only a counter above the stored one moves it
-        let sql = if sms {
-            "INSERT INTO devices (device, next_counter, sms_counter) VALUES (?1, 1, ?2) \
-             ON CONFLICT (device) DO UPDATE SET sms_counter = ?2 \
-             WHERE sms_counter IS NULL OR sms_counter < ?2 \
-             RETURNING sms_counter"
-        } else {
+        let moved: Option<i64> = sqlx::query_scalar(
             "INSERT INTO devices (device, next_counter, request_counter) VALUES (?1, 1, ?2) \
              ON CONFLICT (device) DO UPDATE SET request_counter = ?2 \
              WHERE request_counter IS NULL OR request_counter < ?2 \
-             RETURNING request_counter"
-        };
-        let moved: Option<i64> = sqlx::query_scalar(sql)
-            .bind(device.to_string())
-            .bind(counter as i64)
-            .fetch_optional(&mut *self.writer.lock().await)
-            .await?;
+             RETURNING request_counter",
+        )
+        .bind(device.to_string())
+        .bind(counter as i64)
+        .fetch_optional(&mut *self.writer.lock().await)
+        .await?;
         Ok(moved.is_some())
+    }
+
+    async fn advance_sms(&self, device: &DeviceId, counter: u32) -> R<bool> {
+        // read and write under the one writer: nothing else moves the window between
+        let mut writer = self.writer.lock().await;
+        let row: Option<(Option<i64>, i64)> =
+            sqlx::query_as("SELECT sms_counter, sms_seen FROM devices WHERE device = ?")
+                .bind(device.to_string())
+                .fetch_optional(&mut *writer)
+                .await?;
+        let (highest, seen) = row.map_or((None, 0), |(h, s)| (h.map(|h| h as u32), s as u32));
+        let Some((highest, seen)) = sms_window(highest, seen, counter) else {
+            return Ok(false);
+        };
+        sqlx::query(
+            "INSERT INTO devices (device, next_counter, sms_counter, sms_seen) VALUES (?1, 1, ?2, ?3) \
+             ON CONFLICT (device) DO UPDATE SET sms_counter = ?2, sms_seen = ?3",
+        )
+        .bind(device.to_string())
+        .bind(highest as i64)
+        .bind(seen as i64)
+        .execute(&mut *writer)
+        .await?;
+        Ok(true)
     }
 
     async fn return_quota(&self, key: String, day: i64) -> R<()> {
@@ -867,6 +885,22 @@ impl SqliteStore {
             .execute(&mut *self.writer.lock().await)
             .await?;
         Ok(())
+    }
+}
+
+/// The SMS request window: the highest counter and which of the 32 below it arrived
+/// (bit i: highest − i). `None`: `counter` arrived before, or is older than the window.
+fn sms_window(highest: Option<u32>, seen: u32, counter: u32) -> Option<(u32, u32)> {
+    match highest {
+        None => Some((counter, 1)),
+        Some(h) if counter > h => {
+            let shift = counter - h;
+            Some((counter, seen.checked_shl(shift).unwrap_or(0) | 1))
+        }
+        Some(h) => {
+            let bit = 1u32.checked_shl(h - counter)?;
+            (seen & bit == 0).then_some((h, seen | bit))
+        }
     }
 }
 
@@ -920,7 +954,7 @@ impl RequestCounters for SqliteStore {
         device: &'a DeviceId,
         counter: u32,
     ) -> StoreFuture<'a, bool> {
-        Box::pin(self.advance_counter(device, counter, false))
+        Box::pin(self.advance_counter(device, counter))
     }
 
     fn advance_sms_counter<'a>(
@@ -928,7 +962,7 @@ impl RequestCounters for SqliteStore {
         device: &'a DeviceId,
         counter: u32,
     ) -> StoreFuture<'a, bool> {
-        Box::pin(self.advance_counter(device, counter, true))
+        Box::pin(self.advance_sms(device, counter))
     }
 }
 
@@ -948,10 +982,30 @@ mod tests {
         assert!(s.advance_request_counter(&d, u32::MAX).await.unwrap());
         let other = DeviceId::parse("cellular", "cafe02").unwrap();
         assert!(s.advance_request_counter(&other, 1).await.unwrap());
-        // an SMS's counter is checked apart: a late SMS is not a replay of a later poll
+        // an SMS's counter is checked apart: a late SMS is not a replay of a later poll;
+        // SMS overtaking each other are taken once each, within 32 counters
         assert!(s.advance_sms_counter(&d, 3).await.unwrap());
         assert!(!s.advance_sms_counter(&d, 3).await.unwrap());
         assert!(s.advance_sms_counter(&d, 9).await.unwrap());
+        assert!(
+            s.advance_sms_counter(&d, 7).await.unwrap(),
+            "overtaken by 9"
+        );
+        assert!(!s.advance_sms_counter(&d, 7).await.unwrap());
+        assert!(!s.advance_sms_counter(&d, 9).await.unwrap());
+        assert!(s.advance_sms_counter(&d, 40).await.unwrap());
+        assert!(
+            s.advance_sms_counter(&d, 10).await.unwrap(),
+            "30 below, never seen: taken"
+        );
+        assert!(
+            !s.advance_sms_counter(&d, 9).await.unwrap(),
+            "31 below, seen: still remembered"
+        );
+        assert!(
+            !s.advance_sms_counter(&d, 8).await.unwrap(),
+            "32 below: too old"
+        );
     }
 
     async fn store() -> (SqliteStore, tempfile::TempDir) {
