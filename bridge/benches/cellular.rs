@@ -186,9 +186,7 @@ async fn phase(
     if !keys.exists() {
         let ids: Vec<String> = (0..n).map(id).collect();
         let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-        std::fs::write(&keys, longproto_fleet::cellular::keys_file(SEED, &ids)).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+        write_keys(&keys, &longproto_fleet::cellular::keys_file(SEED, &ids));
     }
     let mut s = settings(broker, &format!("bench-cell-{n}-{tls}"));
     s.logging.level = "error".into();

@@ -470,9 +470,7 @@ async fn main() {
     ));
     let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
     let keys = dir.path().join("keys");
-    std::fs::write(&keys, longproto_fleet::cellular::keys_file(SEED, &ids)).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_keys(&keys, &longproto_fleet::cellular::keys_file(SEED, &ids));
 
     let mut bridges = Vec::new();
     for c in &cases {
@@ -683,9 +681,7 @@ async fn silent_drops() {
         .collect();
     let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
     let keys = dir.path().join("keys");
-    std::fs::write(&keys, longproto_fleet::cellular::keys_file(SEED, &ids)).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_keys(&keys, &longproto_fleet::cellular::keys_file(SEED, &ids));
     let mut runs = Vec::new();
     for c in &cases {
         make_link(c);

@@ -34,8 +34,9 @@ fn id(i: usize) -> String {
     format!("ce11{:012x}", i + 1)
 }
 
+/// The vehicle's number, as the simulator gives it.
 fn number(i: usize) -> String {
-    format!("4917{:08}", i + 1)
+    longproto_fleet::sms::number_of(&id(i))
 }
 
 /// A keys file giving `numbered` of the ids their numbers.
@@ -51,9 +52,7 @@ fn keys(dir: &std::path::Path, name: &str, n: usize, numbered: impl Fn(usize) ->
             }
         })
         .collect();
-    std::fs::write(&path, text).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_keys(&path, &text);
     path.display().to_string()
 }
 

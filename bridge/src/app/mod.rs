@@ -20,7 +20,7 @@ use crate::commands::store::SqliteStore;
 use crate::http::{self, Areas};
 use crate::metrics::Metrics;
 use crate::mqtt::{self, ConnectionState, Publisher};
-use crate::networks::cellular::CellularAdapter;
+use crate::networks::cellular::{CellularAdapter, DeviceKeys};
 use crate::networks::chirpstack::ChirpstackAdapter;
 use crate::networks::sigfox::SigfoxAdapter;
 use crate::networks::sms::SmsAdapter;
@@ -138,18 +138,28 @@ impl Bridge {
 
         let stop = CancellationToken::new();
         let jobs = TaskTracker::new();
+        // the devices' keys (and numbers), read once for the cellular and SMS adapters
+        let keys = match cellular_listener.is_some() || !settings.sms.server.is_empty() {
+            true => {
+                let keys = Arc::new(DeviceKeys::load(&settings.cellular.keys_file)?);
+                keys.watch(&jobs, &stop);
+                Some(keys)
+            }
+            false => None,
+        };
         let cellular = match cellular_listener {
             None => None,
             Some(listener) => {
                 let adapter = CellularAdapter::start(
                     &settings.cellular,
+                    keys.clone().context("cellular.keys_file")?,
                     pipeline.clone(),
                     commands.clone(),
                     shared.clone(),
                     metrics.clone(),
                     &jobs,
                     &stop,
-                )?;
+                );
                 Some(tokio::spawn(http::cellular::serve(
                     listener,
                     adapter,
@@ -164,7 +174,7 @@ impl Bridge {
             "" => None,
             _ => Some(SmsAdapter::start(
                 &settings.sms,
-                &settings.cellular.keys_file,
+                keys.clone().context("cellular.keys_file")?,
                 pipeline.clone(),
                 commands.clone(),
                 shared.clone(),

@@ -820,14 +820,9 @@ impl<S: CommandStore> Commands<S> {
             .await;
     }
 
-    /// The commands a downlink of `device` carried.
-    pub async fn commands_of_downlink(&self, device: &DeviceId, downlink_id: &str) -> Vec<Command> {
-        self.commands_of(device, downlink_id).await
-    }
-
     /// The commands of a downlink of `device`. A network event that names another
     /// device's downlink finds nothing: correlation checks the device, not only the id.
-    async fn commands_of(&self, device: &DeviceId, downlink_id: &str) -> Vec<Command> {
+    pub async fn commands_of(&self, device: &DeviceId, downlink_id: &str) -> Vec<Command> {
         self.settled().await;
         let mut cmds = self.store.by_network_ref(downlink_id).await.unwrap_or_else(|e| {
             tracing::error!(downlink_id, error = %e, "store failed reading a downlink's commands");

@@ -190,32 +190,45 @@ pub fn no_delay(eventloop: &mut EventLoop) {
     eventloop.set_network_options(network);
 }
 
-fn tls_config(s: &MqttSettings) -> anyhow::Result<TlsConfiguration> {
-    let read = |key: &str, path: &str| {
-        std::fs::read(path).with_context(|| format!("mqtt.{key}: cannot read \"{path}\""))
-    };
+/// The CA certificates a TLS client of section `section` (`mqtt`, `sms`) trusts: its
+/// `ca_cert` (PEM), or the system's when that is empty; `scheme` names the URL scheme
+/// that asked for TLS in the error.
+pub fn trusted_roots(
+    section: &str,
+    scheme: &str,
+    ca_cert: &str,
+) -> anyhow::Result<rustls::RootCertStore> {
     let mut roots = rustls::RootCertStore::empty();
-    if s.ca_cert.is_empty() {
+    if ca_cert.is_empty() {
         let found = rustls_native_certs::load_native_certs();
         for cert in found.certs {
             let _ = roots.add(cert);
         }
         if roots.is_empty() {
             bail!(
-                "mqtt.server is mqtts:// but no system CA certificates were found; set mqtt.ca_cert"
+                "{section}.server is {scheme}:// but no system CA certificates were found; set {section}.ca_cert"
             );
         }
     } else {
-        let pem = read("ca_cert", &s.ca_cert)?;
+        let pem = std::fs::read(ca_cert)
+            .with_context(|| format!("{section}.ca_cert: cannot read \"{ca_cert}\""))?;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
             roots
-                .add(cert.context("mqtt.ca_cert: not a PEM certificate")?)
-                .context("mqtt.ca_cert")?;
+                .add(cert.with_context(|| format!("{section}.ca_cert: not a PEM certificate"))?)
+                .with_context(|| format!("{section}.ca_cert"))?;
         }
         if roots.is_empty() {
-            bail!("mqtt.ca_cert: \"{}\" holds no PEM certificate", s.ca_cert);
+            bail!("{section}.ca_cert: \"{ca_cert}\" holds no PEM certificate");
         }
     }
+    Ok(roots)
+}
+
+fn tls_config(s: &MqttSettings) -> anyhow::Result<TlsConfiguration> {
+    let read = |key: &str, path: &str| {
+        std::fs::read(path).with_context(|| format!("mqtt.{key}: cannot read \"{path}\""))
+    };
+    let roots = trusted_roots("mqtt", "mqtts", &s.ca_cert)?;
     let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
     let config = if s.tls_cert.is_empty() {
         builder.with_no_client_auth()

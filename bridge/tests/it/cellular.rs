@@ -108,9 +108,7 @@ async fn cellular_bridge(
 ) -> Setup {
     let keys = tempfile::tempdir().unwrap();
     let path = keys.path().join("keys");
-    std::fs::write(&path, longproto_fleet::cellular::keys_file(SEED, ids)).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_keys(&path, &longproto_fleet::cellular::keys_file(SEED, ids));
     let mut s = settings(broker, name);
     s.cellular.bind = "127.0.0.1:0".into();
     s.cellular.keys_file = path.display().to_string();

@@ -107,9 +107,7 @@ async fn sms_bridge(
             format!("{id} {} {number} {mode}\n", hex::encode(key_of(SEED, id)))
         })
         .collect();
-    std::fs::write(&path, text).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_keys(&path, &text);
     let mut s = settings(broker, name);
     s.cellular.bind = "127.0.0.1:0".into();
     s.cellular.keys_file = path.display().to_string();
@@ -721,13 +719,10 @@ async fn smpps_binds_over_tls_and_refuses_an_smsc_it_cannot_verify() {
     let front = tls_front(&pki, smsc.addr()).await;
     let keys = tempfile::tempdir().unwrap();
     let path = keys.path().join("keys");
-    std::fs::write(
+    write_keys(
         &path,
-        format!("{CAR} {} {CAR_NUMBER}\n", hex::encode(key_of(SEED, CAR))),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        &format!("{CAR} {} {CAR_NUMBER}\n", hex::encode(key_of(SEED, CAR))),
+    );
     let tls_settings = |name: &str, ca: String| {
         let mut s = settings(&broker, name);
         s.cellular.keys_file = path.display().to_string();

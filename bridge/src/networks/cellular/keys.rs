@@ -120,6 +120,29 @@ impl DeviceKeys {
         self.len() == 0
     }
 
+    /// Reads the file again every 2 s when it changed (on `jobs`, until `stop`): one
+    /// watcher for every adapter holding these keys (cellular, SMS).
+    pub fn watch(
+        self: &Arc<Self>,
+        jobs: &tokio_util::task::TaskTracker,
+        stop: &tokio_util::sync::CancellationToken,
+    ) {
+        let keys = self.clone();
+        jobs.spawn(stop.clone().run_until_cancelled_owned(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                match keys.reload() {
+                    Ok(true) => tracing::info!(devices = keys.len(), "device keys read again"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "device keys not read again; the keys in force stay")
+                    }
+                }
+            }
+        }));
+    }
+
     /// Reads the file again when it changed; `Ok(true)` when new keys are in force. On
     /// an error the keys in force stay.
     pub fn reload(&self) -> Result<bool, KeysError> {

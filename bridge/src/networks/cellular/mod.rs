@@ -38,6 +38,36 @@ use tokio_util::task::TaskTracker;
 /// Frames one answer carries at most (12 bytes each).
 pub const MAX_FRAMES: usize = 16;
 
+/// The records of an authenticated request (a poll, or an SMS: `networks::sms`) through
+/// the pipeline, and their acknowledgements to the queue.
+pub(crate) async fn request_uplink(
+    pipeline: &Pipeline,
+    commands: &Commands,
+    device: &DeviceId,
+    records: &[u8],
+    received: Instant,
+    dedup_key: String,
+    meta: serde_json::Value,
+) {
+    let mut acks = Vec::new();
+    if !records.is_empty() {
+        let up = Uplink {
+            device: device.clone(),
+            payload: records.to_vec(),
+            fport: None,
+            received,
+            dedup_key: Some(dedup_key),
+            codec_keys: CodecKeys::default(),
+            meta: serde_json::value::to_raw_value(&meta).expect("a JSON object serialises"),
+            network_facts: serde_json::Map::new(),
+        };
+        if let Some(ingested) = pipeline.ingest(up).await {
+            acks = ingested.acks;
+        }
+    }
+    commands.after_uplink(device, &acks, None).await;
+}
+
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -124,7 +154,7 @@ struct InFlight {
 
 /// Reads cellular requests into the pipeline and answers them from the queue.
 pub struct CellularAdapter {
-    keys: DeviceKeys,
+    keys: Arc<DeviceKeys>,
     pipeline: Arc<Pipeline>,
     commands: Arc<Commands>,
     counters: Arc<dyn RequestCounters>,
@@ -137,18 +167,20 @@ pub struct CellularAdapter {
 }
 
 impl CellularAdapter {
-    /// The adapter for `[cellular]`, with its keys read; its tasks (due commands,
-    /// delivery timeouts, key reloads) run on `jobs` until `stop`.
+    /// The adapter for `[cellular]` with the devices' keys (read again by
+    /// [`DeviceKeys::watch`]); its tasks (due commands, delivery timeouts) run on `jobs`
+    /// until `stop`.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         settings: &CellularSettings,
+        keys: Arc<DeviceKeys>,
         pipeline: Arc<Pipeline>,
         commands: Arc<Commands>,
         counters: Arc<dyn RequestCounters>,
         metrics: Arc<Metrics>,
         jobs: &TaskTracker,
         stop: &CancellationToken,
-    ) -> Result<Arc<Self>, KeysError> {
-        let keys = DeviceKeys::load(&settings.keys_file)?;
+    ) -> Arc<Self> {
         let mut due = commands.due(Network::Cellular);
         let adapter = Arc::new(CellularAdapter {
             keys,
@@ -175,25 +207,14 @@ impl CellularAdapter {
             let a = adapter.clone();
             stop.clone().run_until_cancelled_owned(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(1));
-                let mut ticks = 0u64;
                 loop {
                     tick.tick().await;
                     a.delivery_timeouts().await;
-                    ticks += 1;
-                    if ticks % 2 == 0 {
-                        match a.keys.reload() {
-                            Ok(true) => {
-                                tracing::info!(devices = a.keys.len(), "cellular keys read again")
-                            }
-                            Ok(false) => {}
-                            Err(e) => tracing::error!(error = %e, "cellular keys not read again; the keys in force stay"),
-                        }
-                    }
                 }
             })
         });
         tracing::info!(devices = adapter.keys.len(), "cellular keys read");
-        Ok(adapter)
+        adapter
     }
 
     /// A request's checks and its uplink: the device, its MAC, its counter; then the
@@ -240,28 +261,19 @@ impl CellularAdapter {
             }
         }
         self.settle_in_flight(&device, poll.received).await;
-        let mut acks = Vec::new();
-        if !poll.records.is_empty() {
-            let up = Uplink {
-                device: device.clone(),
-                payload: poll.records.to_vec(),
-                fport: None,
-                received,
-                // the counter is authenticated and never repeats
-                dedup_key: Some(poll.counter.to_string()),
-                codec_keys: CodecKeys::default(),
-                meta: serde_json::value::to_raw_value(&serde_json::json!({
-                    "request_counter": poll.counter,
-                    "wait_s": poll.wait_s,
-                }))
-                .expect("a JSON object serialises"),
-                network_facts: serde_json::Map::new(),
-            };
-            if let Some(ingested) = self.pipeline.ingest(up).await {
-                acks = ingested.acks;
-            }
-        }
-        self.commands.after_uplink(&device, &acks, None).await;
+        let meta = serde_json::json!({"request_counter": poll.counter, "wait_s": poll.wait_s});
+        // the counter is authenticated and never repeats
+        let dedup_key = poll.counter.to_string();
+        request_uplink(
+            &self.pipeline,
+            &self.commands,
+            &device,
+            poll.records,
+            received,
+            dedup_key,
+            meta,
+        )
+        .await;
         Ok(Accepted {
             device,
             key,

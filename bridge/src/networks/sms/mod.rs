@@ -25,8 +25,8 @@ use crate::commands::store::{Quotas, RequestCounters, StoreError};
 use crate::commands::{Commands, DownlinkPlan, ReceiveWindow};
 use crate::device::{DeviceId, Network};
 use crate::metrics::Metrics;
-use crate::networks::cellular::DeviceKeys;
-use crate::pipeline::{CodecKeys, Pipeline, Uplink, lock};
+use crate::networks::cellular::{DeviceKeys, request_uplink};
+use crate::pipeline::{Pipeline, lock};
 use anyhow::Context;
 use device_node::FRAME_LEN;
 use device_node::cellular::PollError;
@@ -58,7 +58,7 @@ struct Submitted {
 
 /// Reads the SMSC's messages into the pipeline and sends commands by SMS.
 pub struct SmsAdapter {
-    keys: DeviceKeys,
+    keys: Arc<DeviceKeys>,
     smpp: Arc<Smpp>,
     commands: Arc<Commands>,
     pipeline: Arc<Pipeline>,
@@ -87,25 +87,9 @@ const DAY_MS: i64 = 86_400_000;
 /// The store's name of the daily cap of every SMS together.
 const SMS_QUOTA: &str = "sms";
 
-/// The TLS client configuration for smpps://: `ca` (PEM) or the system's roots.
+/// The TLS client configuration for smpps://: `sms.ca_cert` (PEM) or the system's roots.
 fn tls_config(ca: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    let mut roots = rustls::RootCertStore::empty();
-    if ca.is_empty() {
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
-    } else {
-        let pem =
-            std::fs::read(ca).with_context(|| format!("sms.ca_cert: cannot read \"{ca}\""))?;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            roots
-                .add(cert.context("sms.ca_cert: not a PEM certificate")?)
-                .context("sms.ca_cert")?;
-        }
-    }
-    if roots.is_empty() {
-        anyhow::bail!("sms.server is smpps:// but no CA certificate was found; set sms.ca_cert");
-    }
+    let roots = crate::mqtt::trusted_roots("sms", "smpps", ca)?;
     Ok(Arc::new(
         rustls::ClientConfig::builder()
             .with_root_certificates(roots)
@@ -150,11 +134,12 @@ pub fn session_settings(s: &SmsSettings) -> anyhow::Result<SessionSettings> {
 }
 
 impl SmsAdapter {
-    /// Binds to the SMSC of `[sms]` and runs the adapter's tasks on `jobs` until `stop`.
+    /// Binds to the SMSC of `[sms]` and runs the adapter's tasks on `jobs` until `stop`;
+    /// `keys` are the cellular devices' (their numbers among them).
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         settings: &SmsSettings,
-        keys_file: &str,
+        keys: Arc<DeviceKeys>,
         pipeline: Arc<Pipeline>,
         commands: Arc<Commands>,
         store: Arc<dyn SmsStore>,
@@ -162,7 +147,6 @@ impl SmsAdapter {
         jobs: &TaskTracker,
         stop: &CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
-        let keys = DeviceKeys::load(keys_file)?;
         let session = session_settings(settings)?;
         let (smpp, mut inbound) = Smpp::start(session, metrics.clone(), jobs, stop);
         let adapter = Arc::new(SmsAdapter {
@@ -221,20 +205,10 @@ impl SmsAdapter {
                     if ticks % 4 == 0 {
                         a.receipt_timeouts().await;
                     }
-                    if ticks % 8 == 0 {
-                        if let Err(e) = a.keys.reload() {
-                            tracing::error!(error = %e, "SMS: device keys not read again; the keys in force stay");
-                        }
-                    }
                 }
             })
         });
-        let with_numbers = adapter.keys.len();
-        tracing::info!(
-            devices = with_numbers,
-            server = settings.server,
-            "SMS adapter started"
-        );
+        tracing::info!(server = settings.server, "SMS adapter started");
         Ok(adapter)
     }
 
@@ -509,12 +483,9 @@ impl SmsAdapter {
         }
     }
 
-    /// A message from the SMSC; returns the `deliver_sm_resp` status.
+    /// A device's message (receipts go to [`Self::receipt`]); returns the
+    /// `deliver_sm_resp` status.
     async fn received(&self, d: &Deliver) -> u32 {
-        if d.is_receipt() {
-            self.receipt(d).await;
-            return pdu::ROK;
-        }
         let dropped = |outcome: &'static str| {
             Metrics::sms(&self.metrics.sms_received, outcome);
             pdu::ROK
@@ -562,27 +533,18 @@ impl SmsAdapter {
             }
         }
         Metrics::sms(&self.metrics.sms_received, "request");
-        let mut acks = Vec::new();
-        if !request.records.is_empty() {
-            let up = Uplink {
-                device: device.clone(),
-                payload: request.records.to_vec(),
-                fport: None,
-                received: Instant::now(),
-                dedup_key: Some(format!("sms-{}", request.counter)),
-                codec_keys: CodecKeys::default(),
-                meta: serde_json::value::to_raw_value(&serde_json::json!({
-                    "bearer": "sms",
-                    "request_counter": request.counter,
-                }))
-                .expect("a JSON object serialises"),
-                network_facts: serde_json::Map::new(),
-            };
-            if let Some(ingested) = self.pipeline.ingest(up).await {
-                acks = ingested.acks;
-            }
-        }
-        self.commands.after_uplink(&device, &acks, None).await;
+        let meta = serde_json::json!({"bearer": "sms", "request_counter": request.counter});
+        let dedup_key = format!("sms-{}", request.counter);
+        request_uplink(
+            &self.pipeline,
+            &self.commands,
+            &device,
+            request.records,
+            Instant::now(),
+            dedup_key,
+            meta,
+        )
+        .await;
         pdu::ROK
     }
 
@@ -635,7 +597,7 @@ impl SmsAdapter {
         if let Some(downlink) = &sub.downlink {
             ids.extend(
                 self.commands
-                    .commands_of_downlink(&sub.device, downlink)
+                    .commands_of(&sub.device, downlink)
                     .await
                     .into_iter()
                     .map(|c| c.id),

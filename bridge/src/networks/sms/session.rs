@@ -163,14 +163,6 @@ impl Smpp {
         *self.bound.borrow()
     }
 
-    /// Waits until the bind is up (or `timeout`); true when it is.
-    pub async fn wait_bound(&self, timeout: Duration) -> bool {
-        let mut rx = self.bound.clone();
-        tokio::time::timeout(timeout, rx.wait_for(|b| *b))
-            .await
-            .is_ok_and(|r| r.is_ok())
-    }
-
     /// Submits one message; waits for the SMSC's answer (throttles are retried here).
     pub async fn submit(&self, submit: Submit) -> SubmitOutcome {
         let (done, rx) = oneshot::channel();

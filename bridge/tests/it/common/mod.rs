@@ -615,6 +615,14 @@ pub fn histogram_quantile(metrics: &str, before: Option<&str>, name: &str, p: f6
         .map(|(le, _)| *le)
 }
 
+/// Writes a devices' keys file (`cellular.keys_file`), readable by its owner alone as
+/// the bridge requires.
+pub fn write_keys(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// A CA and a server certificate for `localhost`, in a temporary directory.
 pub struct Pki {
     dir: tempfile::TempDir,
