@@ -13,6 +13,7 @@ mod emulator;
 mod fleet;
 mod hardening;
 mod layers;
+mod packaging;
 mod shutdown;
 mod sigfox;
 mod sms;

@@ -17,6 +17,7 @@
 //! what it sent and received and, watching the bridge's `command-events`, how long each
 //! command took from `queued` to `executed`.
 pub mod cellular;
+pub mod cli;
 pub mod events;
 pub mod gateway;
 pub mod http;

@@ -1,121 +1,12 @@
 //! `longproto-fleet`: a simulated fleet that drives a running longproto-bridge without
-//! hardware. See `longproto-fleet --help` and docs/fleet-simulator.md.
+//! hardware. See `longproto-fleet --help`, `man longproto-fleet` and the README.
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use longproto_fleet::cli::{Args, ModeArg};
 use longproto_fleet::{self as fleet, FleetSpec, Targets, gateway::GatewayOptions};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum ModeArg {
-    /// LoRaWAN devices behind a ChirpStack double on ChirpStack's MQTT integration.
-    Integration,
-    /// LoRaWAN radio frames through a simulated gateway, for a real ChirpStack.
-    Gateway,
-}
-
-/// Runs simulated vehicles (the firmware's node logic) against longproto-bridge: LoRaWAN
-/// through ChirpStack's MQTT integration (or as gateway frames), Sigfox through callbacks.
-#[derive(Debug, Parser)]
-#[command(name = "longproto-fleet", version)]
-struct Args {
-    /// LoRaWAN path: `integration` needs only the broker; `gateway` needs a ChirpStack.
-    #[arg(long, value_enum, default_value = "integration")]
-    mode: ModeArg,
-    /// The MQTT broker the bridge (and ChirpStack) use.
-    #[arg(long, default_value = "tcp://127.0.0.1:1883")]
-    mqtt: String,
-    /// The bridge's HTTP server (Sigfox callbacks, and commands with --unlock-every).
-    #[arg(long, default_value = "127.0.0.1:8090")]
-    http: SocketAddr,
-    /// The bridge's Sigfox callback secret.
-    #[arg(long, env = "LONGPROTO_FLEET_SIGFOX_SECRET", default_value = "")]
-    sigfox_secret: String,
-    /// The ChirpStack application id in event topics.
-    #[arg(long, default_value = "fleet")]
-    application_id: String,
-    /// The bridge's topic root.
-    #[arg(long, default_value = "longproto/v1")]
-    topic_root: String,
-    /// LoRaWAN devices.
-    #[arg(long, default_value_t = 10)]
-    lorawan: usize,
-    /// Share of the LoRaWAN devices that are class C, percent.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
-    class_c: u8,
-    /// Sigfox devices.
-    #[arg(long, default_value_t = 0)]
-    sigfox: usize,
-    /// Cellular devices: each a long poll on the bridge's cellular listener.
-    #[arg(long, default_value_t = 0)]
-    cellular: usize,
-    /// The bridge's cellular listener.
-    #[arg(long, default_value = "127.0.0.1:8091")]
-    cellular_addr: SocketAddr,
-    /// The longest wait a cellular device asks for, seconds.
-    #[arg(long, default_value_t = 240)]
-    cellular_wait: u16,
-    /// Speak TLS to the cellular listener, trusting this CA certificate (PEM).
-    #[arg(long)]
-    cellular_ca: Option<std::path::PathBuf>,
-    /// The name in the listener's certificate.
-    #[arg(long, default_value = "localhost")]
-    cellular_server_name: String,
-    /// Write the cellular devices' keys here (mode 600), as the bridge's
-    /// `[cellular] keys_file` reads them, and go on.
-    #[arg(long)]
-    cellular_keys_out: Option<std::path::PathBuf>,
-    /// Start a test SMSC listening here (SMPP 3.4): every cellular vehicle gets a number
-    /// and takes SMS through it. Point the bridge's `[sms] server` at smpp://this.
-    #[arg(long)]
-    smsc_listen: Option<SocketAddr>,
-    /// The test SMSC's account: system_id.
-    #[arg(long, default_value = "fleet")]
-    smsc_system_id: String,
-    /// The test SMSC's account: password.
-    #[arg(
-        long,
-        env = "LONGPROTO_FLEET_SMSC_PASSWORD",
-        default_value = "fleet123"
-    )]
-    smsc_password: String,
-    /// Share of the cellular vehicles whose data session is down (they never poll; SMS
-    /// only), percent; needs --smsc-listen.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
-    no_data_percent: u8,
-    /// Normal reporting interval in seconds (a fifth of it while active after an unlock).
-    #[arg(long, default_value_t = 60)]
-    interval: u32,
-    /// Seed for the fleet's make-up (positions, charge, class mix).
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// From an uplink to its receive window (ms).
-    #[arg(long, default_value_t = 1000)]
-    rx_delay_ms: u64,
-    /// Stop after this many seconds (default: run until Ctrl-C).
-    #[arg(long)]
-    duration: Option<u64>,
-    /// Print a summary line this often (seconds).
-    #[arg(long, default_value_t = 10)]
-    report_every: u64,
-    /// Ask the bridge for an `unlock` of the next device this often (seconds); needs
-    /// --api-token.
-    #[arg(long)]
-    unlock_every: Option<u64>,
-    /// A bearer token of the bridge's API.
-    #[arg(long, env = "LONGPROTO_FLEET_API_TOKEN")]
-    api_token: Option<String>,
-    /// Gateway mode: ChirpStack's region topic prefix.
-    #[arg(long, default_value = "eu868")]
-    region_prefix: String,
-    /// Gateway mode: the gateway id.
-    #[arg(long, default_value = "0016c001f1500001")]
-    gateway_id: String,
-    /// Gateway mode: the devices' JoinEUI.
-    #[arg(long, default_value = "0000000000000000")]
-    join_eui: String,
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
