@@ -6,6 +6,7 @@ mod common;
 mod cellular;
 mod chirpstack_ingest;
 mod cli;
+mod codec_js;
 mod commands;
 mod demo;
 mod durability;
