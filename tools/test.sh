@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # longproto's one test command, for a newcomer and for CI alike:
 #   ./tools/test.sh
-# It installs what the tests need when it is missing (mosquitto from apt, the
+# It installs what the tests need when it is missing (mosquitto and promtool from apt, the
 # thumbv6m-none-eabi target, clippy and rustfmt, elf2uf2-rs, defmt-print, cargo-nextest
 # and cargo-fuzz, rp2040js from npm; Node.js from apt if the machine has none), then runs
 # every check.
@@ -36,6 +36,7 @@ command -v mosquitto_sub >/dev/null 2>&1 || apt_missing+=(mosquitto-clients)
 command -v node >/dev/null 2>&1 || apt_missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || apt_missing+=(npm)
 python3 -c 'import cryptography' 2>/dev/null || apt_missing+=(python3-cryptography)
+command -v promtool >/dev/null 2>&1 || apt_missing+=(prometheus)
 if [ ${#apt_missing[@]} -gt 0 ]; then
     step "installing ${apt_missing[*]} (apt)"
     as_root apt-get update -qq
@@ -154,6 +155,11 @@ bridge=target/debug/longproto-bridge
 [ -x "$bridge" ] || cargo build -p longproto-bridge --locked
 "$bridge" check-config -c deploy/longproto-bridge.toml
 diff -u deploy/longproto-bridge.toml <("$bridge" configfile)
+
+step "deploy: the Prometheus alert rules load and fire as their unit tests say (promtool)"
+# (that the rules and the Grafana dashboard name only exported metrics is a host test:
+# bridge/tests/it/observability.rs)
+(cd deploy/prometheus && promtool check rules longproto-alerts.yml && promtool test rules longproto-alerts.test.yml)
 
 step "deploy: systemd-analyze verify (silent) and security (exposure <= 2.0)"
 if ! command -v systemd-analyze >/dev/null 2>&1; then

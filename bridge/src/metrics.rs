@@ -120,6 +120,11 @@ pub struct Metrics {
     pub sms_bind_attempts: Family<SmsLabels, Counter>,
     /// Whether the SMPP bind is up (1) or not (0).
     pub sms_bound: Gauge,
+    /// BIDIR windows left empty although a command was queued: the device's daily
+    /// Sigfox downlink quota was used up.
+    pub sigfox_quota_exhausted: Counter,
+    /// Whether the command store answered its last probe (each `/metrics` scrape probes it).
+    pub store_up: Gauge,
     /// submit_sm PDUs, by outcome.
     pub sms_submit_pdus: Family<SmsLabels, Counter>,
     /// Messages sent to devices, by kind (frames, wake).
@@ -176,6 +181,8 @@ impl Metrics {
             sms_sent: Family::default(),
             sms_received: Family::default(),
             sms_capped: Family::default(),
+            sigfox_quota_exhausted: Counter::default(),
+            store_up: Gauge::default(),
         };
         registry.register(
             "uplinks_received",
@@ -301,7 +308,31 @@ impl Metrics {
             "Whether the SMPP bind to the SMSC is up",
             m.sms_bound.clone(),
         );
+        registry.register(
+            "sigfox_quota_exhausted",
+            "BIDIR windows left empty with a command queued, the device's daily downlink quota used up",
+            m.sigfox_quota_exhausted.clone(),
+        );
+        registry.register(
+            "store_up",
+            "Whether the command store answered (probed at each scrape of /metrics)",
+            m.store_up.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Creates at zero the series that alerts count with `increase()`: a series that
+    /// first appears at 1 shows no increase, so the first expiry or cap would go unseen.
+    pub fn start_at_zero(&self, networks: &[&'static str], command_states: &[&'static str]) {
+        for &network in networks {
+            for &state in command_states {
+                self.command_states
+                    .get_or_create(&CommandLabels { network, state });
+            }
+        }
+        for outcome in ["device", "total"] {
+            self.sms_capped.get_or_create(&SmsLabels { outcome });
+        }
     }
 
     /// Counts an SMPP bind attempt.

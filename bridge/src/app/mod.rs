@@ -15,8 +15,10 @@ pub mod systemd;
 
 use crate::clock::{Clock, SystemClock};
 use crate::commands::Commands;
+use crate::commands::model::CommandState;
 use crate::commands::mqtt_api;
 use crate::commands::store::SqliteStore;
+use crate::device::Network;
 use crate::http::{self, Areas};
 use crate::metrics::Metrics;
 use crate::mqtt::{self, ConnectionState, Publisher};
@@ -69,6 +71,10 @@ impl Bridge {
         // ring as the TLS provider; a second call (several bridges in one test) is a no-op
         let _ = rustls::crypto::ring::default_provider().install_default();
         let metrics = Arc::new(Metrics::new());
+        metrics.start_at_zero(
+            &[Network::Lorawan, Network::Sigfox, Network::Cellular].map(Network::name),
+            &CommandState::ALL.map(CommandState::name),
+        );
         let store =
             SqliteStore::open_counting(&settings.storage.url, metrics.creation_commits.clone())
                 .await

@@ -47,6 +47,9 @@ async fn healthz(State(s): State<HealthState>) -> Response {
 }
 
 async fn render_metrics(State(s): State<HealthState>) -> Response {
+    // the store's health as of this scrape, so that an alert can see it fail
+    let store = s.commands.store_answers().await;
+    s.metrics.store_up.set(store as i64);
     (
         [(
             header::CONTENT_TYPE,

@@ -14,6 +14,7 @@ mod emulator;
 mod fleet;
 mod hardening;
 mod layers;
+mod observability;
 mod packaging;
 mod shutdown;
 mod sigfox;

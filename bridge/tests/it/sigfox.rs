@@ -376,6 +376,11 @@ async fn the_daily_quota_holds_commands_until_the_next_day() {
     );
     let (status, _) = callback(addr, "/v1/sigfox/uplink", &bidir(2, STATUS, true)).await;
     assert_eq!(status, 204, "the quota of 1 a day is used up");
+    let m = metrics_text(&bridge).await;
+    assert!(
+        m.contains("\nlongproto_sigfox_quota_exhausted_total 1\n"),
+        "the empty window is counted"
+    );
     let (_, one) = api(
         addr,
         "GET",

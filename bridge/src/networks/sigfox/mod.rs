@@ -125,6 +125,7 @@ impl SigfoxAdapter {
                 }
                 plan
             } else {
+                self.pipeline.metrics().sigfox_quota_exhausted.inc();
                 self.note_quota(&device, day).await;
                 c.after_uplink(&device, &ingested.acks, None).await
             }
