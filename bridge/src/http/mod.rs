@@ -1,7 +1,8 @@
 //! The HTTP server. [`router`] composes one router per area, each with its own state:
 //! - [`api`]: the command API (bearer tokens);
 //! - [`sigfox`]: the Sigfox callbacks (the callback secret);
-//! - [`health`]: `/healthz` and `/metrics`.
+//! - [`health`]: `/healthz` and `/metrics`;
+//! - [`openapi`]: `/v1/openapi.json`, the description of all of them.
 //!
 //! [`cellular`] is the devices' own listener (`[cellular] bind`), apart from this router.
 //!
@@ -11,6 +12,7 @@ pub mod api;
 pub mod cellular;
 pub mod error;
 pub mod health;
+pub mod openapi;
 pub mod server;
 pub mod sigfox;
 pub mod tls;
@@ -63,6 +65,7 @@ pub fn router(settings: &Settings, areas: Areas) -> Router {
     );
     api.merge(sigfox)
         .merge(health)
+        .merge(openapi::routes())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

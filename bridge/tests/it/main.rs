@@ -15,6 +15,7 @@ mod fleet;
 mod hardening;
 mod layers;
 mod observability;
+mod openapi;
 mod packaging;
 mod shutdown;
 mod sigfox;
