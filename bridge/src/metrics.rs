@@ -326,12 +326,13 @@ impl Metrics {
     pub fn start_at_zero(&self, networks: &[&'static str], command_states: &[&'static str]) {
         for &network in networks {
             for &state in command_states {
-                self.command_states
+                let _series = self
+                    .command_states
                     .get_or_create(&CommandLabels { network, state });
             }
         }
         for outcome in ["device", "total"] {
-            self.sms_capped.get_or_create(&SmsLabels { outcome });
+            let _series = self.sms_capped.get_or_create(&SmsLabels { outcome });
         }
     }
 

@@ -137,7 +137,7 @@ fn check(
     match documented.get("content") {
         None => assert!(body.is_empty(), "{method} {path} {status} has a body"),
         Some(content) => {
-            let (media, spec) = content.as_object().unwrap().iter().next().unwrap();
+            let (media, _) = content.as_object().unwrap().iter().next().unwrap();
             assert!(
                 content_type.starts_with(media.as_str()),
                 "{method} {path} {status}: content-type {content_type}, documented {media}"
@@ -174,6 +174,17 @@ fn check(
     (method.to_lowercase(), shape(t))
 }
 
+/// A request of the walk: method, path, authorization, content type, body, and the
+/// status it must get.
+type Step<'a> = (
+    &'a str,
+    String,
+    Option<&'a str>,
+    Option<&'a str>,
+    Vec<u8>,
+    u16,
+);
+
 #[tokio::test]
 async fn a_walk_through_every_operation_answers_as_the_document_says() {
     let doc = document();
@@ -186,8 +197,7 @@ async fn a_walk_through_every_operation_answers_as_the_document_says() {
     let unlock = json!({"id": "walk-1", "command": "unlock", "args": {"auto_relock_s": 30}});
     let big = json!({"command": "lock", "id": "x".repeat(20_000)});
     let uplink = |seq: u32, ack: bool| json!({"device": "0051aa01", "seqNumber": seq, "data": "096e24b5e600f6b803e03039", "ack": ack});
-    // (method, path, authorization, content type, body, the status this request must get)
-    let walk: Vec<(&str, String, Option<&str>, Option<&str>, Vec<u8>, u16)> = vec![
+    let walk: Vec<Step> = vec![
         ("POST", format!("{lora}/commands"), Some(&bearer), Some("application/json"), unlock.to_string().into_bytes(), 202),
         ("POST", format!("{lora}/commands"), Some(&bearer), Some("application/json"), unlock.to_string().into_bytes(), 202),
         ("POST", format!("{lora}/commands"), Some(&bearer), Some("application/json"), json!({"id": "walk-1", "command": "lock"}).to_string().into_bytes(), 409),

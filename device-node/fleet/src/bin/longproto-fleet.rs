@@ -5,7 +5,6 @@ use clap::Parser;
 use longproto_fleet::cli::{Args, ModeArg};
 use longproto_fleet::{self as fleet, FleetSpec, Targets, gateway::GatewayOptions};
 use serde_json::json;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 #[tokio::main]
