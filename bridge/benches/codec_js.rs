@@ -4,6 +4,7 @@
 //! - Rust: `Codec::decode_uplink` and the decode JSON, as the bridge builds it;
 //! - QuickJS as ChirpStack calls a codec: a fresh runtime and context per uplink, the
 //!   codec evaluated, `decodeUplink(chirpstack_input)` called, the result read back;
+//! - the same with a codec that does nothing: the engine's share of that;
 //! - QuickJS with one context kept (the codec evaluated once): what the context costs;
 //! - Node.js: the codec in one V8 context, called in a loop (timed inside Node).
 //!
@@ -112,6 +113,11 @@ fn main() {
     let fresh_rate = rate(|i| {
         black_box(quickjs_fresh(&codec, &uplinks, i));
     });
+    // the engine's own share: a fresh context running a codec that does nothing
+    let trivial = "function decodeUplink(input) { return {data: {n: input.bytes.length}}; }";
+    let trivial_rate = rate(|i| {
+        black_box(quickjs_fresh(trivial, &uplinks, i));
+    });
     let rt = rquickjs::Runtime::new().unwrap();
     let ctx = rquickjs::Context::full(&rt).unwrap();
     ctx.with(|ctx| {
@@ -139,6 +145,10 @@ fn main() {
         (
             "QuickJS, fresh context per uplink (as ChirpStack)",
             fresh_rate,
+        ),
+        (
+            "QuickJS, fresh context, a codec that does nothing",
+            trivial_rate,
         ),
         ("QuickJS, one context kept", warm_rate),
         ("Node.js (V8), one context", node_rate),
