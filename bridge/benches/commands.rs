@@ -137,6 +137,7 @@ async fn downlink_latency(rate: u64, fleet: u64, with_commands: u64) {
             .create(
                 &device,
                 &serde_json::json!({"command": "unlock", "ttl_s": 3600}),
+                longproto_bridge::commands::model::Origin::Token("bench".into()),
             )
             .await
             .unwrap();

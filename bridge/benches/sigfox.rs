@@ -288,7 +288,11 @@ async fn main() {
                         .unwrap();
                         bridge
                             .commands()
-                            .create(&device, &serde_json::json!({"command": "unlock"}))
+                            .create(
+                                &device,
+                                &serde_json::json!({"command": "unlock"}),
+                                longproto_bridge::commands::model::Origin::Token("bench".into()),
+                            )
                             .await
                             .unwrap();
                     }

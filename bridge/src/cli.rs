@@ -49,6 +49,10 @@ pub enum Command {
         #[arg(long)]
         duration_s: Option<u64>,
     },
+    /// Print the SHA-256 of an API token's secret, read from standard input (one line),
+    /// as [operators.token] NAME = { secret_sha256 = "..." } wants it; the secret
+    /// itself goes nowhere.
+    HashToken,
     /// Print the hex of a command frame, from its JSON: the request body plus its
     /// counter, e.g. '{"command":"unlock","args":{"auto_relock_s":30},"counter":42}'.
     /// An array of them gives the frames one after another (a coalesced downlink).
@@ -67,7 +71,15 @@ pub fn load_settings(files: &[PathBuf]) -> Result<Settings, gateway_config::Prob
 pub fn run_tool(cli: &Cli, command: &Command) -> ExitCode {
     match command {
         Command::CheckConfig => match load_settings(&cli.config) {
-            Ok(_) => {
+            Ok(settings) => {
+                if !settings.http.api_tokens.is_empty() {
+                    eprintln!(
+                        "note: http.api_tokens (and http.api_tokens_file) are deprecated: each \
+                         token has every scope over every device and is stored in clear; \
+                         give each operator a named token in [operators.token] \
+                         (longproto-bridge hash-token prints its secret_sha256)"
+                    );
+                }
                 let what = if cli.config.is_empty() {
                     "the defaults".to_string()
                 } else {
@@ -91,6 +103,7 @@ pub fn run_tool(cli: &Cli, command: &Command) -> ExitCode {
         }
         Command::Decode { codec, fport, hex } => report(decode(codec, *fport, hex)),
         Command::EncodeCommand { json } => report(encode_command(json)),
+        Command::HashToken => report(hash_token(std::io::stdin().lock())),
         Command::Demo { duration_s } => demo(cli, *duration_s),
     }
 }
@@ -206,4 +219,17 @@ pub fn encode_command(json: &str) -> Result<String, String> {
         out.push_str(&::hex::encode(bytes));
     }
     Ok(out)
+}
+
+/// `hash-token`: the SHA-256 of the first line of `input`, in hex.
+pub fn hash_token(mut input: impl std::io::BufRead) -> Result<String, String> {
+    let mut line = String::new();
+    input
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the secret from standard input: {e}"))?;
+    let secret = line.trim_end_matches(['\n', '\r']);
+    if secret.len() < 16 || secret.chars().any(char::is_whitespace) {
+        return Err("a secret needs 16 characters or more and no white space".into());
+    }
+    Ok(crate::operators::hash_secret(secret))
 }

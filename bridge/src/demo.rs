@@ -274,7 +274,15 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         settings.mqtt.client_id = "longproto-demo".into();
     }
     settings.storage.url = format!("sqlite://{}/bridge.db", state_dir.path().display());
-    settings.http.api_tokens.push(TOKEN.into());
+    // a named token with every scope over every device: the demo's commands record "demo"
+    settings.operators.token.insert(
+        "demo".into(),
+        gateway_config::TokenSettings {
+            secret_sha256: crate::operators::hash_secret(TOKEN),
+            scopes: vec!["read".into(), "command".into()],
+            devices: Vec::new(),
+        },
+    );
     settings.sigfox.secret = SIGFOX_SECRET.into();
     settings.mqtt.state_min_interval_ms = 0;
     // the cellular vehicle's key, in a file only this user reads
@@ -352,7 +360,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         o.header(format!("  mosquitto_sub -p {port} -v -t 'longproto/v1/#'"));
         o.header(format!("  mosquitto_pub -p {port} -t longproto/v1/lorawan/70b3d57ed0000a02/command -m '{{\"command\":\"unlock\"}}'"));
         o.header(format!(
-            "  curl -s -H 'Authorization: Bearer {TOKEN}' -d '{{\"command\":\"locate\"}}' http://{http}/v1/devices/lorawan/70b3d57ed0000a03/commands"
+            "  curl -s -H 'Authorization: Bearer {TOKEN}' --json '{{\"command\":\"locate\"}}' http://{http}/v1/devices/lorawan/70b3d57ed0000a03/commands"
         ));
         o.header("Ctrl-C stops it.".into());
     }

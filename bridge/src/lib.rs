@@ -42,6 +42,9 @@ pub mod pipeline;
 
 pub mod commands;
 
+/// Who may do what: API tokens with scopes and the devices they see; device groups.
+pub mod operators;
+
 pub mod networks;
 
 pub mod http;

@@ -69,8 +69,15 @@ pub struct CellularLabels {
     pub outcome: &'static str,
 }
 
-/// Labels of SMS counts.
+/// Labels of commands counted by who asked.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OriginLabels {
+    /// The token's name, or `mqtt`.
+    pub origin: String,
+}
+
+/// Labels of an SMS family.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SmsLabels {
     /// What happened (see each family's help text).
     pub outcome: &'static str,
@@ -125,6 +132,8 @@ pub struct Metrics {
     pub sigfox_quota_exhausted: Counter,
     /// Whether the command store answered its last probe (each `/metrics` scrape probes it).
     pub store_up: Gauge,
+    /// Commands created, by origin (token name or `mqtt`).
+    pub commands_by_origin: Family<OriginLabels, Counter>,
     /// submit_sm PDUs, by outcome.
     pub sms_submit_pdus: Family<SmsLabels, Counter>,
     /// Messages sent to devices, by kind (frames, wake).
@@ -183,6 +192,7 @@ impl Metrics {
             sms_capped: Family::default(),
             sigfox_quota_exhausted: Counter::default(),
             store_up: Gauge::default(),
+            commands_by_origin: Family::default(),
         };
         registry.register(
             "uplinks_received",
@@ -314,6 +324,11 @@ impl Metrics {
             m.sigfox_quota_exhausted.clone(),
         );
         registry.register(
+            "commands_created",
+            "Commands created, by origin: the API token's name, or mqtt",
+            m.commands_by_origin.clone(),
+        );
+        registry.register(
             "store_up",
             "Whether the command store answered (probed at each scrape of /metrics)",
             m.store_up.clone(),
@@ -334,6 +349,15 @@ impl Metrics {
         for outcome in ["device", "total"] {
             let _series = self.sms_capped.get_or_create(&SmsLabels { outcome });
         }
+    }
+
+    /// Counts a command created by `origin` (a token's name, or `mqtt`).
+    pub fn commands_created(&self, origin: &str) {
+        self.commands_by_origin
+            .get_or_create(&OriginLabels {
+                origin: origin.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts an SMPP bind attempt.

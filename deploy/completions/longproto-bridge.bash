@@ -31,6 +31,9 @@ _longproto__bridge() {
             longproto__bridge,encode-command)
                 cmd="longproto__bridge__subcmd__encode__subcmd__command"
                 ;;
+            longproto__bridge,hash-token)
+                cmd="longproto__bridge__subcmd__hash__subcmd__token"
+                ;;
             longproto__bridge,help)
                 cmd="longproto__bridge__subcmd__help"
                 ;;
@@ -49,6 +52,9 @@ _longproto__bridge() {
             longproto__bridge__subcmd__help,encode-command)
                 cmd="longproto__bridge__subcmd__help__subcmd__encode__subcmd__command"
                 ;;
+            longproto__bridge__subcmd__help,hash-token)
+                cmd="longproto__bridge__subcmd__help__subcmd__hash__subcmd__token"
+                ;;
             longproto__bridge__subcmd__help,help)
                 cmd="longproto__bridge__subcmd__help__subcmd__help"
                 ;;
@@ -59,7 +65,7 @@ _longproto__bridge() {
 
     case "${cmd}" in
         longproto__bridge)
-            opts="-c -h -V --config --help --version check-config configfile decode demo encode-command help"
+            opts="-c -h -V --config --help --version check-config configfile decode demo hash-token encode-command help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -202,8 +208,30 @@ _longproto__bridge() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        longproto__subcmd__bridge__subcmd__hash__subcmd__token)
+            opts="-c -h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         longproto__subcmd__bridge__subcmd__help)
-            opts="check-config configfile decode demo encode-command help"
+            opts="check-config configfile decode demo hash-token encode-command help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -273,6 +301,20 @@ _longproto__bridge() {
             return 0
             ;;
         longproto__subcmd__bridge__subcmd__help__subcmd__encode__subcmd__command)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        longproto__subcmd__bridge__subcmd__help__subcmd__hash__subcmd__token)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

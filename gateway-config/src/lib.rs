@@ -31,7 +31,7 @@ pub use render::render_default;
 #[cfg(feature = "std")]
 pub use settings::*;
 #[cfg(feature = "std")]
-pub use validate::{Problem, Problems};
+pub use validate::{Problem, Problems, check_tokens, parse_tokens_file, valid_name};
 
 /// Names of the payload codecs the bridge knows, as written in `[codecs]`.
 pub const CODEC_NAMES: &[&str] = &["longproto-v1", "cayenne-lpp", "raw"];

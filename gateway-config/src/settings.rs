@@ -144,6 +144,10 @@ section! {
         /// fail once their attempts are used up (5..=86400). ChirpStack drops a
         /// command/down it cannot take with nothing but a log line of its own.
         handover_timeout_s: u32 = 60,
+        /// The ChirpStack device tag (deviceInfo.tags) whose value names the device's
+        /// groups, comma-separated (e.g. a tag group = "lisbon,scooters"); read from every
+        /// uplink event. Empty: tags make no groups.
+        group_tag: String = "group".into(),
     }
 }
 
@@ -254,9 +258,11 @@ section! {
     HttpSettings ("http") {
         /// Address and port to listen on. ChirpStack's API holds 8080, mosquitto 1883.
         bind: String = "127.0.0.1:8090".into(),
-        /// Bearer tokens accepted by /v1/devices and /v1/commands (16 characters or more).
+        /// Deprecated: plain bearer tokens (16 characters or more), each with every scope
+        /// over every device, recorded as "token-1", "token-2", ... Prefer
+        /// [operators.token], whose secrets are stored only as hashes.
         api_tokens: Vec<String> = Vec::new(),
-        /// A file with more tokens, one per line.
+        /// Deprecated: a file with more plain tokens, one per line.
         api_tokens_file: String = String::new(),
         /// Largest request body accepted, in bytes; larger ones get 413.
         body_limit_bytes: u32 = 16 * 1024,
@@ -295,6 +301,50 @@ section! {
         /// Transmissions of one command before it fails (1..=10).
         max_attempts: u8 = 3,
     }
+}
+
+/// A named API token (`[operators.token]`, or a line of `operators.tokens_file`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    /// The SHA-256 of the secret in hex (`longproto-bridge hash-token`): the secret
+    /// itself is stored nowhere.
+    pub secret_sha256: String,
+    /// What it may do: "read" (states, commands, history), "command" (create, cancel).
+    #[serde(default = "read_only")]
+    pub scopes: Vec<String>,
+    /// Which devices it may see: "lorawan/*" (a network), "sigfox/0051*" (an id
+    /// prefix), "cellular/ce11000000000c01" (one device), "group:lisbon" (a group).
+    /// Empty or left out: every device.
+    #[serde(default)]
+    pub devices: Vec<String>,
+}
+
+fn read_only() -> Vec<String> {
+    vec!["read".into()]
+}
+
+/// The scopes a token can have.
+pub const TOKEN_SCOPES: [&str; 2] = ["read", "command"];
+
+section! {
+    /// Operators: named API tokens, each with its scopes and the devices it may see, and
+    /// device groups. The tokens of `http.api_tokens` still work, with every scope.
+    OperatorSettings ("operators") {
+        /// A TOML file of more tokens, written like [operators.token] below under a
+        /// [token] table. It is read again within 2 s of a change, so tokens rotate
+        /// without a restart; a file that does not read keeps the tokens it had.
+        tokens_file: String = String::new(),
+        /// Named tokens, e.g. ops-lisbon = { secret_sha256 = "<64 hex digits>",
+        /// scopes = ["read", "command"], devices = ["group:lisbon"] }. The name is what
+        /// commands, their history, events, logs and metrics record as their origin.
+        token: BTreeMap<String, TokenSettings> = BTreeMap::new(),
+        /// Device groups, e.g. depot-1 = ["lorawan/70b3d57ed0000001", "sigfox/0051aa01"].
+        /// Devices also join groups through the API (PUT /v1/groups/{group}/devices/...)
+        /// and through ChirpStack's device tags (chirpstack.group_tag).
+        group: BTreeMap<String, Vec<String>> = BTreeMap::new(),
+    }
+    open: ["token", "group"]
 }
 
 section! {
@@ -363,6 +413,8 @@ pub struct Settings {
     pub sms: SmsSettings,
     /// `[http]`
     pub http: HttpSettings,
+    /// `[operators]`
+    pub operators: OperatorSettings,
     /// `[storage]`
     pub storage: StorageSettings,
     /// `[commands]`
@@ -384,6 +436,7 @@ impl Settings {
         CellularSettings::INFO,
         SmsSettings::INFO,
         HttpSettings::INFO,
+        OperatorSettings::INFO,
         StorageSettings::INFO,
         CommandSettings::INFO,
         CodecSettings::INFO,

@@ -228,6 +228,29 @@ impl Settings {
         }
     }
 
+    fn validate_operators(&self, p: &mut Problems) {
+        let o = &self.operators;
+        check_tokens("operators.token", &o.token, p);
+        for (name, devices) in &o.group {
+            let path = format!("operators.group.{name}");
+            if !valid_name(name) {
+                p.push(&path, NAME_RULE);
+            }
+            for (i, d) in devices.iter().enumerate() {
+                if let Err(e) = check_device(d) {
+                    p.push(format!("{path}[{i}]"), e);
+                }
+            }
+        }
+        let tag = &self.chirpstack.group_tag;
+        if tag.len() > 64 || tag.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            p.push(
+                "chirpstack.group_tag",
+                "a tag key of at most 64 characters without white space",
+            );
+        }
+    }
+
     fn validate_sms(&self, p: &mut Problems) {
         let s = &self.sms;
         if s.server.is_empty() {
@@ -303,6 +326,7 @@ impl Settings {
 
         self.validate_cellular(p);
         self.validate_sms(p);
+        self.validate_operators(p);
 
         let h = &self.http;
         if h.bind.parse::<std::net::SocketAddr>().is_err() {
@@ -518,6 +542,115 @@ fn check_log_filter(filter: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+const NAME_RULE: &str =
+    "a name is 1 to 64 lowercase letters, digits, '-', '_' or '.', starting with a letter or digit";
+
+/// A token or group name: `[a-z0-9][a-z0-9._-]{0,63}`, safe in logs, labels and topics.
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
+}
+
+const NETWORKS: [&str; 3] = ["lorawan", "sigfox", "cellular"];
+
+/// A device written `{network}/{id}` (1 to 32 hex digits).
+fn check_device(d: &str) -> Result<(), String> {
+    let (network, id) = d
+        .split_once('/')
+        .ok_or_else(|| format!("\"{d}\" is not a device such as lorawan/70b3d57ed0000001"))?;
+    if !NETWORKS.contains(&network) {
+        return Err(format!(
+            "\"{network}\" is not a network; expected lorawan, sigfox or cellular"
+        ));
+    }
+    if !(1..=32).contains(&id.len()) || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!("\"{id}\" is not a device id (1 to 32 hex digits)"));
+    }
+    Ok(())
+}
+
+/// A token's device selector: `group:NAME`, `NETWORK/*`, `NETWORK/HEXPREFIX*` or a device.
+fn check_selector(sel: &str) -> Result<(), String> {
+    if let Some(group) = sel.strip_prefix("group:") {
+        return if valid_name(group) {
+            Ok(())
+        } else {
+            Err(format!("group \"{group}\": {NAME_RULE}"))
+        };
+    }
+    match sel.strip_suffix('*') {
+        Some(prefix) => match prefix.strip_suffix('/') {
+            Some(network) if NETWORKS.contains(&network) => Ok(()),
+            _ => check_device(&format!("{prefix}0")).map_err(|_| {
+                format!(
+                    "\"{sel}\" is not a selector: group:NAME, a network (lorawan/*), an id \
+                     prefix (sigfox/0051*) or a device"
+                )
+            }),
+        },
+        None => check_device(sel),
+    }
+}
+
+/// Checks named tokens (from the configuration or a tokens file) under `prefix`.
+pub fn check_tokens(
+    prefix: &str,
+    tokens: &std::collections::BTreeMap<String, crate::TokenSettings>,
+    p: &mut Problems,
+) {
+    for (name, t) in tokens {
+        let path = format!("{prefix}.{name}");
+        if !valid_name(name) {
+            p.push(&path, NAME_RULE);
+        }
+        if t.secret_sha256.len() != 64 || !t.secret_sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+            p.push(
+                format!("{path}.secret_sha256"),
+                "expected the 64 hex digits of the secret's SHA-256 (longproto-bridge hash-token)",
+            );
+        }
+        for (i, s) in t.scopes.iter().enumerate() {
+            if !crate::TOKEN_SCOPES.contains(&s.as_str()) {
+                p.push(
+                    format!("{path}.scopes[{i}]"),
+                    format!("\"{s}\" is not a scope; expected read or command"),
+                );
+            }
+        }
+        for (i, d) in t.devices.iter().enumerate() {
+            if let Err(e) = check_selector(d) {
+                p.push(format!("{path}.devices[{i}]"), e);
+            }
+        }
+    }
+}
+
+/// Reads an `operators.tokens_file`: a `[token]` table of named tokens, checked.
+pub fn parse_tokens_file(
+    text: &str,
+) -> Result<std::collections::BTreeMap<String, crate::TokenSettings>, Problems> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        #[serde(default)]
+        token: std::collections::BTreeMap<String, crate::TokenSettings>,
+    }
+    let mut p = Problems::default();
+    match toml::from_str::<File>(text) {
+        Ok(f) => {
+            check_tokens("token", &f.token, &mut p);
+            if p.is_empty() { Ok(f.token) } else { Err(p) }
+        }
+        Err(e) => {
+            p.push("token", e.to_string().trim_end().to_owned());
+            Err(p)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use crate::networks::cellular::{CellularAdapter, DeviceKeys};
 use crate::networks::chirpstack::ChirpstackAdapter;
 use crate::networks::sigfox::SigfoxAdapter;
 use crate::networks::sms::SmsAdapter;
+use crate::operators::Operators;
 use crate::pipeline::{CodecTable, Pipeline};
 use anyhow::Context;
 use dispatcher::Routes;
@@ -127,6 +128,22 @@ impl Bridge {
         .await
         .context("reading the command queue")?;
 
+        // who may do what, and the device groups (the API's and the tags' are stored)
+        let operators = Arc::new(
+            Operators::new(&settings.http, &settings.operators, Some(shared.clone()))
+                .context("operators.tokens_file")?,
+        );
+        operators
+            .load_members()
+            .await
+            .context("reading the device groups")?;
+        if !settings.http.api_tokens.is_empty() {
+            tracing::warn!(
+                tokens = settings.http.api_tokens.len(),
+                "http.api_tokens are deprecated: each has every scope over every device; name them in [operators.token]"
+            );
+        }
+
         // the networks
         let chirpstack = ChirpstackAdapter::start(
             &settings.chirpstack,
@@ -134,6 +151,7 @@ impl Bridge {
             commands.clone(),
             shared.clone(),
             metrics.clone(),
+            operators.clone(),
         );
         let sigfox = Arc::new(SigfoxAdapter::new(
             &settings.sigfox,
@@ -144,6 +162,7 @@ impl Bridge {
 
         let stop = CancellationToken::new();
         let jobs = TaskTracker::new();
+        operators.watch(&jobs, &stop);
         // the devices' keys (and numbers), read once for the cellular and SMS adapters
         let keys = match cellular_listener.is_some() || !settings.sms.server.is_empty() {
             true => {
@@ -257,6 +276,7 @@ impl Bridge {
                     // back in the queue, and announced to the adapters as due
                     c.unconfirmed_handovers(handover_timeout_ms).await;
                     c.maintain().await;
+                    c.publish_batches().await;
                 }
             }
         });
@@ -270,6 +290,7 @@ impl Bridge {
                 sigfox,
                 metrics: metrics.clone(),
                 mqtt: connection_state.clone(),
+                operators,
             },
         );
         let limits = http::ConnectionLimits::new(&settings.http);

@@ -21,7 +21,7 @@ use crate::mqtt::Publisher;
 use crate::pipeline::{Pipeline, lock};
 use gateway_config::CommandSettings;
 use journal::{Entry, Journal};
-use model::{Command, CommandState, HistoryEntry};
+use model::{Command, CommandState, HistoryEntry, Origin};
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -127,9 +127,13 @@ pub struct Commands<S = store::SqliteStore> {
     /// Per network, the adapter to tell when a device's command becomes due outside an
     /// uplink (see [`Commands::due`]).
     due: Mutex<HashMap<Network, mpsc::UnboundedSender<DeviceId>>>,
+    /// Batches with a command that changed since their progress was last published.
+    changed_batches: Mutex<std::collections::HashSet<String>>,
 }
 
 const REQUEST_FIELDS: [&str; 5] = ["id", "command", "args", "ttl_s", "confirmed"];
+/// What an MQTT request may say besides: who asks, for the record.
+const MQTT_FIELDS: [&str; 1] = ["requested_by"];
 
 /// A queued command in memory: what a window needs to take it.
 #[derive(Debug, Clone)]
@@ -256,6 +260,7 @@ impl<S: CommandStore> Commands<S> {
             stored: watch::Sender::new(0),
             commanded: Mutex::new(commanded),
             due: Mutex::new(HashMap::new()),
+            changed_batches: Mutex::new(std::collections::HashSet::new()),
         });
         tokio::spawn(Self::persister(Arc::downgrade(&commands), rx));
         commands.announce_all(&replayed).await;
@@ -410,45 +415,128 @@ impl<S: CommandStore> Commands<S> {
         &self,
         device: &DeviceId,
         body: &Value,
+        origin: Origin,
     ) -> impl Future<Output = Result<(Command, bool), CommandError>> + Send + use<'_, S> {
         let submitted = match body {
             Value::Object(req) => self
-                .new_command(device, req)
+                .new_command(device, req, origin)
                 .map(|new| self.store.create(new, self.now())),
             _ => Err(CommandError::Invalid(
                 "expected a JSON object such as {\"command\":\"unlock\"}".into(),
             )),
         };
-        let device = device.clone();
         async move {
             match submitted?.await? {
                 Created::Existing(cmd) => Ok((cmd, false)),
                 Created::New(cmd, entry, pending) => {
-                    let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-                    if let Some(p) = Pending::of(&cmd, cmd.command.is_urgent(), seq) {
-                        self.requeue(&device, vec![p]);
-                    }
-                    lock(&self.commanded).insert(device.clone());
-                    self.announce(&cmd, &entry).await;
-                    self.pipeline.set_pending(&device, pending).await;
-                    self.announce_due(&device);
+                    self.created(&cmd, &entry, pending).await;
                     Ok((cmd, true))
                 }
             }
         }
     }
 
+    /// A command just stored: into the queue in memory, announced, due.
+    async fn created(&self, cmd: &Command, entry: &HistoryEntry, pending: u64) {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        if let Some(p) = Pending::of(cmd, cmd.command.is_urgent(), seq) {
+            self.requeue(&cmd.device, vec![p]);
+        }
+        lock(&self.commanded).insert(cmd.device.clone());
+        if let Some(o) = &cmd.origin {
+            self.metrics.commands_created(o.label());
+        }
+        self.announce(cmd, entry).await;
+        self.pipeline.set_pending(&cmd.device, pending).await;
+        self.announce_due(&cmd.device);
+    }
+
+    /// Creates one command per device from one request body, under one batch id, in one
+    /// transaction: each with its device's own counter and lifecycle. A batch `id` given
+    /// before returns that batch's commands unchanged (`false`: nothing created).
+    pub async fn create_batch(
+        &self,
+        devices: &[DeviceId],
+        body: &Value,
+        origin: Origin,
+    ) -> Result<(String, bool), CommandError> {
+        let Value::Object(req) = body else {
+            return Err(CommandError::Invalid(
+                "expected a JSON object such as {\"command\":\"lock\"}".into(),
+            ));
+        };
+        let first = devices
+            .first()
+            .ok_or_else(|| CommandError::Invalid("the selection names no device".into()))?;
+        let template = self.new_command(first, req, origin)?;
+        let batch_id = template
+            .id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        if !self.store.batch_counts(&batch_id).await?.is_empty() {
+            return Ok((batch_id, false));
+        }
+        let news: Vec<NewCommand> = devices
+            .iter()
+            .map(|d| NewCommand {
+                id: None,
+                device: d.clone(),
+                batch_id: Some(batch_id.clone()),
+                ..template.clone()
+            })
+            .collect();
+        let outcomes = self.store.create_batch(news, self.now()).await?;
+        for outcome in outcomes {
+            if let Created::New(cmd, entry, pending) = outcome? {
+                self.created(&cmd, &entry, pending).await;
+            }
+        }
+        tracing::info!(batch = batch_id, commands = devices.len(), "batch created");
+        Ok((batch_id, true))
+    }
+
+    /// The devices of a batch's commands.
+    pub async fn batch_devices(&self, batch_id: &str) -> Result<Vec<DeviceId>, CommandError> {
+        Ok(self.store.batch_devices(batch_id).await?)
+    }
+
+    /// How many of a batch's commands are in each state; `None`: no such batch.
+    pub async fn batch_progress(
+        &self,
+        batch_id: &str,
+    ) -> Result<Option<Vec<(CommandState, u64)>>, CommandError> {
+        self.settled().await;
+        let counts = self.store.batch_counts(batch_id).await?;
+        Ok((!counts.is_empty()).then_some(counts))
+    }
+
     fn new_command(
         &self,
         device: &DeviceId,
         req: &Map<String, Value>,
+        mut origin: Origin,
     ) -> Result<NewCommand, CommandError> {
         let bad = |m: String| CommandError::Invalid(m);
-        if let Some(unknown) = req.keys().find(|k| !REQUEST_FIELDS.contains(&k.as_str())) {
+        let mqtt = matches!(origin, Origin::Mqtt(_));
+        let known = |k: &str| REQUEST_FIELDS.contains(&k) || (mqtt && MQTT_FIELDS.contains(&k));
+        if let Some(unknown) = req.keys().find(|k| !known(k)) {
+            let also = if mqtt { ", requested_by" } else { "" };
             return Err(bad(format!(
-                "{unknown}: unknown field; expected {}",
+                "{unknown}: unknown field; expected {}{also}",
                 REQUEST_FIELDS.join(", ")
             )));
+        }
+        match req.get("requested_by") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(who)) if valid_requester(who) => {
+                origin = Origin::Mqtt(Some(who.clone()));
+            }
+            Some(other) => {
+                return Err(bad(format!(
+                    "requested_by: {} is not a name (1 to 64 printable characters)",
+                    crate::device::excerpt(&other.to_string())
+                )));
+            }
         }
         let id = match req.get("id") {
             None | Some(Value::Null) => None,
@@ -494,11 +582,13 @@ impl<S: CommandStore> Commands<S> {
             command,
             confirmed,
             ttl_ms: ttl_s as i64 * 1000,
+            origin,
+            batch_id: None,
         })
     }
 
-    /// Cancels a command that is still queued.
-    pub async fn cancel(&self, id: &str) -> Result<Command, CommandError> {
+    /// Cancels a command that is still queued, on behalf of `by`.
+    pub async fn cancel(&self, id: &str, by: &Origin) -> Result<Command, CommandError> {
         // the store decides; a window that took it from memory meanwhile has it
         // `scheduled` there once settled
         let taken = self.unqueue(None, id);
@@ -506,13 +596,7 @@ impl<S: CommandStore> Commands<S> {
         let now = self.now();
         match self
             .store
-            .transition(
-                id,
-                &[CommandState::Queued],
-                CommandState::Cancelled,
-                Some("cancelled through the API"),
-                now,
-            )
+            .cancel(id, by, "cancelled through the API", now)
             .await
         {
             Ok(Some((cmd, entry))) => {
@@ -982,7 +1066,11 @@ impl<S: CommandStore> Commands<S> {
                 .command_duration
                 .observe((entry.at - cmd.created_at).max(0) as f64 / 1000.0);
         }
-        tracing::info!(command = cmd.id, device = %cmd.device, state = %entry.state, reason = entry.reason.as_deref(), "command state");
+        let origin = entry.origin.as_ref().map(Origin::to_stored);
+        tracing::info!(command = cmd.id, device = %cmd.device, state = %entry.state, reason = entry.reason.as_deref(), origin, batch = cmd.batch_id.as_deref(), "command state");
+        if let Some(b) = &cmd.batch_id {
+            lock(&self.changed_batches).insert(b.clone());
+        }
         self.publish_event(cmd, entry).await;
     }
 
@@ -994,6 +1082,26 @@ impl<S: CommandStore> Commands<S> {
         self.publisher
             .publish_json(&topic, &entry.event_json(&cmd.id), false)
             .await;
+    }
+
+    /// Publishes the progress of every batch whose commands changed since the last call
+    /// (retained, on `{root}/batches/{batch_id}`; run every second).
+    pub async fn publish_batches(&self) {
+        let batches: Vec<String> = lock(&self.changed_batches).drain().collect();
+        for b in batches {
+            match self.store.batch_counts(&b).await {
+                Ok(counts) => {
+                    let v = progress_json(&b, &counts, self.now());
+                    self.publisher
+                        .publish_json(&self.publisher.batch_topic(&b), &v, true)
+                        .await;
+                }
+                Err(e) => {
+                    tracing::warn!(batch = b, error = %e, "store failed counting a batch; trying again");
+                    lock(&self.changed_batches).insert(b);
+                }
+            }
+        }
     }
 
     /// Records that the broker holds every event up to a little before now, when it has
@@ -1090,6 +1198,33 @@ impl<S: CommandStore> Commands<S> {
 /// How far behind now [`Commands::confirm_events`] records the broker holding every
 /// event: an event is handed to the client right after its store write, far within this.
 const EVENT_MARGIN_MS: i64 = 10_000;
+
+/// A batch's progress: how many of its commands are in each state.
+pub fn progress_json(batch_id: &str, counts: &[(CommandState, u64)], now: i64) -> Value {
+    let mut states = Map::new();
+    for s in CommandState::ALL {
+        let n = counts.iter().find(|(c, _)| *c == s).map_or(0, |(_, n)| *n);
+        states.insert(s.name().into(), n.into());
+    }
+    let total: u64 = counts.iter().map(|(_, n)| n).sum();
+    let open: u64 = counts
+        .iter()
+        .filter(|(s, _)| !s.is_final())
+        .map(|(_, n)| n)
+        .sum();
+    serde_json::json!({
+        "batch_id": batch_id,
+        "total": total,
+        "open": open,
+        "states": states,
+        "at": crate::clock::rfc3339(now),
+    })
+}
+
+/// A `requested_by`: 1 to 64 characters, none of them a control character.
+fn valid_requester(s: &str) -> bool {
+    (1..=64).contains(&s.chars().count()) && !s.chars().any(char::is_control)
+}
 
 fn valid_id(s: &str) -> bool {
     (1..=64).contains(&s.len())

@@ -116,6 +116,64 @@ pub struct Command {
     pub network_ref: Option<String>,
     /// Why it is in its state, for the final ones.
     pub reason: Option<String>,
+    /// Who asked for it (`None`: created before origins were recorded).
+    pub origin: Option<Origin>,
+    /// The batch it belongs to: one command of a command to a group.
+    pub batch_id: Option<String>,
+}
+
+/// Who asked for a command, or changed it: an API token (by its name, never its secret),
+/// or a request on MQTT, with the `requested_by` it gave. The broker's ACL decides who
+/// may publish command requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// An HTTP request with this token.
+    Token(String),
+    /// An MQTT command request, with its optional `requested_by`.
+    Mqtt(Option<String>),
+}
+
+impl Origin {
+    /// As stored: `token:NAME`, `mqtt`, `mqtt:REQUESTED_BY`.
+    pub fn to_stored(&self) -> String {
+        match self {
+            Origin::Token(name) => format!("token:{name}"),
+            Origin::Mqtt(None) => "mqtt".into(),
+            Origin::Mqtt(Some(who)) => format!("mqtt:{who}"),
+        }
+    }
+
+    /// Reads the stored form.
+    pub fn from_stored(s: &str) -> Option<Origin> {
+        if let Some(name) = s.strip_prefix("token:") {
+            return Some(Origin::Token(name.to_owned()));
+        }
+        match s.strip_prefix("mqtt") {
+            Some("") => Some(Origin::Mqtt(None)),
+            Some(rest) => rest
+                .strip_prefix(':')
+                .map(|who| Origin::Mqtt(Some(who.to_owned()))),
+            None => None,
+        }
+    }
+
+    /// Its JSON: `{"via": "http", "token": NAME}` or `{"via": "mqtt", "requested_by"?: …}`.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Origin::Token(name) => json!({"via": "http", "token": name}),
+            Origin::Mqtt(None) => json!({"via": "mqtt"}),
+            Origin::Mqtt(Some(who)) => json!({"via": "mqtt", "requested_by": who}),
+        }
+    }
+
+    /// The label it is counted under in `/metrics`: the token's name, or `mqtt` (a
+    /// `requested_by` is free text and makes no series).
+    pub fn label(&self) -> &str {
+        match self {
+            Origin::Token(name) => name,
+            Origin::Mqtt(_) => "mqtt",
+        }
+    }
 }
 
 /// One state change.
@@ -129,6 +187,8 @@ pub struct HistoryEntry {
     pub reason: Option<String>,
     /// The transmission attempt it belongs to.
     pub attempt: Option<u32>,
+    /// Who made this change through the API or MQTT: the creation, a cancellation.
+    pub origin: Option<Origin>,
 }
 
 impl HistoryEntry {
@@ -141,6 +201,9 @@ impl HistoryEntry {
         }
         if let Some(a) = self.attempt {
             v["attempt"] = json!(a);
+        }
+        if let Some(o) = &self.origin {
+            v["origin"] = o.to_json();
         }
         v
     }
@@ -174,6 +237,12 @@ impl Command {
         });
         if let Some(r) = &self.reason {
             v["reason"] = json!(r);
+        }
+        if let Some(o) = &self.origin {
+            v["origin"] = o.to_json();
+        }
+        if let Some(b) = &self.batch_id {
+            v["batch_id"] = json!(b);
         }
         v
     }

@@ -108,7 +108,7 @@ fn command_request<'r>(
         }
     };
     let id = body.get("id").and_then(|v| v.as_str()).map(str::to_owned);
-    let created = commands.create(&device, &body);
+    let created = commands.create(&device, &body, crate::commands::model::Origin::Mqtt(None));
     Box::pin(async move {
         match created.await {
             Ok(_) => {}

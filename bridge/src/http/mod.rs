@@ -40,6 +40,8 @@ pub struct Areas {
     pub metrics: Arc<Metrics>,
     /// The broker connection, for `/healthz`.
     pub mqtt: ConnectionState,
+    /// API tokens and device groups.
+    pub operators: Arc<crate::operators::Operators>,
 }
 
 /// The whole router: the areas, the JSON `404` and `405`, the body and header limits.
@@ -48,7 +50,7 @@ pub fn router(settings: &Settings, areas: Areas) -> Router {
     let api = api::routes(api::ApiState {
         commands: areas.commands.clone(),
         pipeline: areas.pipeline,
-        api_tokens: Arc::new(settings.http.api_tokens.clone()),
+        operators: areas.operators,
         body_limit,
     });
     let sigfox = sigfox::routes(sigfox::SigfoxRoutes {

@@ -97,6 +97,11 @@ impl Publisher {
         format!("{}/{}/{}", self.root, device.network, device.id)
     }
 
+    /// `{root}/batches/{batch_id}`: a batch's progress (the id is a checked id).
+    pub fn batch_topic(&self, batch_id: &str) -> String {
+        format!("{}/batches/{}", self.root, batch_id)
+    }
+
     /// Publishes a JSON value with QoS 1. The client queues it while the broker is away;
     /// it only fails once the connection task is gone (shutdown), which is logged.
     pub async fn publish_json(&self, topic: &str, value: &Value, retain: bool) {

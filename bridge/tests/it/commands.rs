@@ -747,7 +747,14 @@ async fn a_cancel_right_after_a_window_finds_the_command_scheduled() {
         .await
         .expect("the queued unlock");
     assert_eq!(plan.commands, [id.as_str()]);
-    match bridge.commands().cancel(&id).await {
+    match bridge
+        .commands()
+        .cancel(
+            &id,
+            &longproto_bridge::commands::model::Origin::Token("test".into()),
+        )
+        .await
+    {
         Err(longproto_bridge::commands::CommandError::NotCancellable { state, .. }) => {
             assert_eq!(state.name(), "scheduled")
         }

@@ -189,7 +189,19 @@ type Step<'a> = (
 async fn a_walk_through_every_operation_answers_as_the_document_says() {
     let doc = document();
     let broker = Mosquitto::start();
-    let bridge = start_bridge(&broker, settings(&broker, "bridge-openapi")).await;
+    let mut config = settings(&broker, "bridge-openapi");
+    // a named token that may only read, and only Sigfox devices
+    let reader_secret = "reader-secret-0123456789";
+    config.operators.token.insert(
+        "reader".into(),
+        gateway_config::TokenSettings {
+            secret_sha256: longproto_bridge::operators::hash_secret(reader_secret),
+            scopes: vec!["read".into()],
+            devices: vec!["sigfox/*".into()],
+        },
+    );
+    let bridge = start_bridge(&broker, config).await;
+    let reader = format!("Bearer {reader_secret}");
     let addr = bridge.http_addr();
     let bearer = format!("Bearer {TOKEN}");
     let sigfox = format!("Bearer {SIGFOX_SECRET}");
@@ -232,6 +244,36 @@ async fn a_walk_through_every_operation_answers_as_the_document_says() {
         ("POST", "/v1/sigfox/ack".into(), Some(&sigfox), Some("application/json"), json!({"device": "0051aa01", "infoCode": 0, "downlinkAck": true, "infoMessage": "Acked"}).to_string().into_bytes(), 204),
         ("POST", "/v1/sigfox/ack".into(), Some(&sigfox), Some("application/json"), b"[1]".to_vec(), 400),
         ("POST", "/v1/sigfox/ack".into(), None, Some("application/json"), b"{}".to_vec(), 401),
+        // scopes: a device the token may not see is unknown; one it sees but may not command is 403
+        ("POST", format!("{lora}/commands"), Some(&reader), Some("application/json"), br#"{"command":"lock"}"#.to_vec(), 404),
+        ("POST", "/v1/devices/sigfox/0051aa01/commands".into(), Some(&reader), Some("application/json"), br#"{"command":"lock"}"#.to_vec(), 403),
+        ("GET", "/v1/devices/sigfox/0051aa01/commands".into(), Some(&reader), None, vec![], 200),
+        ("GET", "/v1/commands/walk-1".into(), Some(&reader), None, vec![], 404),
+        // groups
+        ("PUT", "/v1/groups/depot/devices/lorawan/70b3d57ed0000001".into(), Some(&bearer), None, vec![], 204),
+        ("PUT", "/v1/groups/depot/devices/sigfox/0051aa01".into(), Some(&bearer), None, vec![], 204),
+        ("PUT", "/v1/groups/Depot%20One/devices/sigfox/0051aa01".into(), Some(&bearer), None, vec![], 400),
+        ("PUT", "/v1/groups/depot/devices/sigfox/0051aa01".into(), Some(&reader), None, vec![], 403),
+        ("PUT", "/v1/groups/depot/devices/lorawan/70b3d57ed0000001".into(), Some(&reader), None, vec![], 404),
+        ("GET", "/v1/groups/depot".into(), Some(&bearer), None, vec![], 200),
+        ("GET", "/v1/groups/depot".into(), Some(&reader), None, vec![], 200),
+        ("GET", "/v1/groups/nobody".into(), Some(&bearer), None, vec![], 404),
+        ("GET", "/v1/groups/depot".into(), None, None, vec![], 401),
+        // batches
+        ("POST", "/v1/batches".into(), Some(&bearer), Some("application/json"), json!({"group": "depot", "command": "locate", "id": "walk-batch"}).to_string().into_bytes(), 202),
+        ("POST", "/v1/batches".into(), Some(&bearer), Some("application/json"), json!({"group": "depot", "command": "locate", "id": "walk-batch"}).to_string().into_bytes(), 200),
+        ("POST", "/v1/batches".into(), Some(&bearer), Some("application/json"), json!({"devices": ["sigfox/0051aa01"], "command": "locate"}).to_string().into_bytes(), 202),
+        ("POST", "/v1/batches".into(), Some(&bearer), Some("application/json"), br#"{"command":"lock"}"#.to_vec(), 400),
+        ("POST", "/v1/batches".into(), Some(&bearer), Some("application/json"), json!({"group": "nobody", "command": "lock"}).to_string().into_bytes(), 404),
+        ("POST", "/v1/batches".into(), Some(&reader), Some("application/json"), json!({"group": "depot", "command": "lock"}).to_string().into_bytes(), 403),
+        ("POST", "/v1/batches".into(), Some(&bearer), Some("text/plain"), b"lock".to_vec(), 415),
+        ("POST", "/v1/batches".into(), None, Some("application/json"), b"{}".to_vec(), 401),
+        ("GET", "/v1/batches/walk-batch".into(), Some(&bearer), None, vec![], 200),
+        ("GET", "/v1/batches/walk-batch".into(), Some(&reader), None, vec![], 404),
+        ("GET", "/v1/batches/no-such-batch".into(), Some(&bearer), None, vec![], 404),
+        ("GET", "/v1/batches/walk-batch".into(), None, None, vec![], 401),
+        ("DELETE", "/v1/groups/depot/devices/lorawan/70b3d57ed0000001".into(), Some(&bearer), None, vec![], 204),
+        ("DELETE", "/v1/groups/depot/devices/lorawan/70b3d57ed0000001".into(), None, None, vec![], 401),
         ("GET", "/healthz".into(), None, None, vec![], 200),
         ("GET", "/metrics".into(), None, None, vec![], 200),
         ("GET", "/v1/openapi.json".into(), None, None, vec![], 200),

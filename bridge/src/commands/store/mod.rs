@@ -12,7 +12,7 @@
 //! implementation of the same traits.
 pub mod sqlite;
 
-use super::model::{Command, CommandState, HistoryEntry};
+use super::model::{Command, CommandState, HistoryEntry, Origin};
 use crate::device::{DeviceClass, DeviceId, Network};
 use std::future::Future;
 use std::pin::Pin;
@@ -32,6 +32,10 @@ pub struct NewCommand {
     pub confirmed: bool,
     /// Time to live, ms.
     pub ttl_ms: i64,
+    /// Who asks.
+    pub origin: Origin,
+    /// The batch it belongs to, when it is one command of a command to a group.
+    pub batch_id: Option<String>,
 }
 
 /// The outcome of [`CommandStore::create`].
@@ -148,6 +152,29 @@ pub trait CommandStore: Send + Sync + 'static {
         reason: Option<&str>,
         now: i64,
     ) -> impl Future<Output = R<Option<(Command, HistoryEntry)>>> + Send;
+    /// Cancels a command still `queued`, recording who did (`changed_by`, and so the
+    /// history entry's origin).
+    fn cancel(
+        &self,
+        id: &str,
+        by: &Origin,
+        reason: &str,
+        now: i64,
+    ) -> impl Future<Output = R<Option<(Command, HistoryEntry)>>> + Send;
+    /// Creates every command of a batch in one transaction (a command to a group):
+    /// each with its device's next counter, all or none.
+    fn create_batch(
+        &self,
+        news: Vec<NewCommand>,
+        now: i64,
+    ) -> impl Future<Output = R<Vec<R<Created>>>> + Send;
+    /// How many commands of a batch are in each state (none: no such batch).
+    fn batch_counts(
+        &self,
+        batch_id: &str,
+    ) -> impl Future<Output = R<Vec<(CommandState, u64)>>> + Send;
+    /// The devices of a batch's commands.
+    fn batch_devices(&self, batch_id: &str) -> impl Future<Output = R<Vec<DeviceId>>> + Send;
     /// The commands a downlink carried.
     fn by_network_ref(&self, network_ref: &str) -> impl Future<Output = R<Vec<Command>>> + Send;
     /// LoRaWAN downlinks (device, downlink id) whose commands are still `scheduled` and
@@ -225,6 +252,21 @@ pub trait Quotas: Send + Sync {
     ) -> StoreFuture<'a, bool>;
     /// Gives back one taken from a shared daily quota.
     fn return_shared_quota<'a>(&'a self, name: &'a str, day: i64) -> StoreFuture<'a, ()>;
+}
+
+/// Group memberships that came through the API or ChirpStack's device tags (the
+/// configuration's are read from it at start).
+pub trait GroupMembers: Send + Sync {
+    /// Every stored membership: (group, device, source "api" or "tag").
+    fn group_members(&self) -> StoreFuture<'_, Vec<(String, DeviceId, String)>>;
+    /// Adds (`present`) or removes a membership from one source.
+    fn set_group_member<'a>(
+        &'a self,
+        group: &'a str,
+        device: &'a DeviceId,
+        source: &'a str,
+        present: bool,
+    ) -> StoreFuture<'a, ()>;
 }
 
 /// The request counters of devices that authenticate their requests (cellular): each

@@ -1,9 +1,9 @@
 //! The SQLite store: every trait of [`super`] on one database file.
 use super::{
-    CommandStore, Created, DeviceFacts, NewCommand, QueuedCommand, Quotas, R, RequestCounters,
-    StoreError, StoreFuture,
+    CommandStore, Created, DeviceFacts, GroupMembers, NewCommand, QueuedCommand, Quotas, R,
+    RequestCounters, StoreError, StoreFuture,
 };
-use crate::commands::model::{Command, CommandState, HistoryEntry};
+use crate::commands::model::{Command, CommandState, HistoryEntry, Origin};
 use crate::device::{DeviceClass, DeviceId, Network};
 use prometheus_client::metrics::counter::Counter;
 use sqlx::ConnectOptions;
@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../../migrations/0004_request_counters.sql"),
     ),
     (5, include_str!("../../../migrations/0005_sms.sql")),
+    (6, include_str!("../../../migrations/0006_operators.sql")),
 ];
 
 /// SQLite in WAL mode: creations commit with `synchronous = FULL`, in groups
@@ -48,6 +49,8 @@ pub struct SqliteStore {
     file: Option<std::path::PathBuf>,
     /// Creations waiting for the next group commit.
     creations: tokio::sync::mpsc::UnboundedSender<PendingCreation>,
+    /// Transactions that created commands (a batch's one included).
+    commits: Counter,
 }
 
 /// A creation waiting for [`group_commits`], and where its outcome goes.
@@ -94,10 +97,11 @@ impl SqliteStore {
         // which takes the write lock up front; busy_timeout covers other processes.
         let writer = Arc::new(tokio::sync::Mutex::new(options.connect().await?));
         let (creations, pending) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(group_commits(writer.clone(), pending, commits));
+        tokio::spawn(group_commits(writer.clone(), pending, commits.clone()));
         let mut store = SqliteStore {
             writer,
             creations,
+            commits,
             reader: SqlitePoolOptions::new().connect_lazy_with(options.clone()),
             checkpointer: Arc::new(tokio::sync::Mutex::new(options.connect().await?)),
             file: (!url.contains(":memory:") && !url.contains("mode=memory"))
@@ -134,7 +138,7 @@ impl SqliteStore {
              commands.counter AS counter, commands.confirmed AS confirmed, commands.state AS state, \
              commands.attempts AS attempts, commands.created_at AS created_at, \
              commands.expires_at AS expires_at, commands.network_ref AS network_ref, \
-             commands.reason AS reason",
+             commands.reason AS reason, commands.origin AS origin, commands.batch_id AS batch_id",
         )
         .bind(json)
         .bind(now)
@@ -174,7 +178,7 @@ impl SqliteStore {
 /// The columns [`row_to_command`] reads, as a literal so statements stay static strings.
 macro_rules! cols {
     () => {
-        "id, device, body, counter, confirmed, state, attempts, created_at, expires_at, network_ref, reason"
+        "id, device, body, counter, confirmed, state, attempts, created_at, expires_at, network_ref, reason, origin, batch_id"
     };
 }
 
@@ -204,7 +208,13 @@ fn row_to_command(row: &SqliteRow) -> R<Command> {
         expires_at: row.try_get("expires_at")?,
         network_ref: row.try_get("network_ref")?,
         reason: row.try_get("reason")?,
+        origin: stored_origin(row.try_get("origin")?),
+        batch_id: row.try_get("batch_id")?,
     })
+}
+
+fn stored_origin(s: Option<String>) -> Option<Origin> {
+    s.as_deref().and_then(Origin::from_stored)
 }
 
 /// The history entry the `command_changed` trigger wrote for a command's last change.
@@ -221,6 +231,7 @@ fn entry_of(cmd: &Command, at: i64) -> HistoryEntry {
         at,
         reason: cmd.reason.clone(),
         attempt: (counted && cmd.attempts > 0).then_some(cmd.attempts),
+        origin: None,
     }
 }
 
@@ -302,8 +313,8 @@ async fn create_group(
 
 /// What the group decided for one creation before anything is written.
 enum Plan {
-    /// Stored before this group: the outcome as it is.
-    Done(R<Created>),
+    /// Stored before this group: the outcome as it is (boxed: a command is large).
+    Done(Box<R<Created>>),
     /// New: `fresh[i]`.
     Fresh(usize),
     /// Its id names `fresh[i]`, created earlier in this group.
@@ -371,21 +382,21 @@ async fn create_all(
     for (new, now) in news {
         let id = new.id.as_deref();
         if let Some(existing) = id.and_then(|id| stored.get(id)) {
-            plans.push(Plan::Done(if existing.device != new.device {
+            plans.push(Plan::Done(Box::new(if existing.device != new.device {
                 Err(conflict(&existing.id, &existing.device))
             } else if !same_request(existing.command, existing.confirmed, new) {
                 Err(reused(existing))
             } else {
                 Ok(Created::Existing(existing.clone()))
-            }));
+            })));
             continue;
         }
         if let Some(&i) = id.and_then(|id| by_id.get(id)) {
             let earlier = &fresh[i];
             plans.push(if earlier.device != new.device {
-                Plan::Done(Err(conflict(&earlier.id, &earlier.device)))
+                Plan::Done(Box::new(Err(conflict(&earlier.id, &earlier.device))))
             } else if !same_request(earlier.command, earlier.confirmed, new) {
-                Plan::Done(Err(reused(earlier)))
+                Plan::Done(Box::new(Err(reused(earlier))))
             } else {
                 Plan::SameAs(i)
             });
@@ -408,6 +419,8 @@ async fn create_all(
             expires_at: now + new.ttl_ms,
             network_ref: None,
             reason: None,
+            origin: Some(new.origin.clone()),
+            batch_id: new.batch_id.clone(),
         });
     }
 
@@ -452,13 +465,15 @@ async fn create_all(
                 cmd.confirmed as i64,
                 cmd.created_at,
                 cmd.expires_at,
+                cmd.origin.as_ref().map(Origin::to_stored),
+                cmd.batch_id,
             ]));
         }
         // rows in array order: rowids, and so ties in the queue, follow arrival
         sqlx::query(
-            "INSERT INTO commands (id, device, body, counter, urgent, confirmed, state, attempts, created_at, expires_at, updated_at) \
+            "INSERT INTO commands (id, device, body, counter, urgent, confirmed, state, attempts, created_at, expires_at, updated_at, origin, batch_id) \
              SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
-             'queued', 0, value ->> 6, value ->> 7, value ->> 6 FROM json_each(?) ORDER BY key",
+             'queued', 0, value ->> 6, value ->> 7, value ->> 6, value ->> 8, value ->> 9 FROM json_each(?) ORDER BY key",
         )
         .bind(serde_json::Value::Array(rows_json).to_string())
         .execute(&mut *tx)
@@ -484,10 +499,11 @@ async fn create_all(
     Ok(plans
         .into_iter()
         .map(|plan| match plan {
-            Plan::Done(outcome) => outcome,
+            Plan::Done(outcome) => *outcome,
             Plan::Fresh(i) => {
                 let cmd = fresh[i].clone();
-                let entry = entry_of(&cmd, cmd.created_at);
+                let mut entry = entry_of(&cmd, cmd.created_at);
+                entry.origin = cmd.origin.clone();
                 let n = pending.get(&cmd.device.to_string()).copied();
                 Ok(Created::New(cmd, entry, n.unwrap_or(1)))
             }
@@ -521,7 +537,7 @@ impl CommandStore for SqliteStore {
             return Ok(None);
         };
         let cmd = row_to_command(&row)?;
-        let rows = sqlx::query("SELECT state, at, reason, attempt FROM command_history WHERE command_id = ? ORDER BY seq")
+        let rows = sqlx::query("SELECT state, at, reason, attempt, origin FROM command_history WHERE command_id = ? ORDER BY seq")
             .bind(id)
             .fetch_all(&self.reader)
             .await?;
@@ -534,6 +550,7 @@ impl CommandStore for SqliteStore {
                 at: r.try_get("at")?,
                 reason: r.try_get("reason")?,
                 attempt: r.try_get::<Option<i64>, _>("attempt")?.map(|a| a as u32),
+                origin: stored_origin(r.try_get("origin")?),
             });
         }
         Ok(Some((cmd, history)))
@@ -631,6 +648,65 @@ impl CommandStore for SqliteStore {
         let cmd = row_to_command(&row)?;
         let e = entry_of(&cmd, now);
         Ok(Some((cmd, e)))
+    }
+
+    async fn cancel(
+        &self,
+        id: &str,
+        by: &Origin,
+        reason: &str,
+        now: i64,
+    ) -> R<Option<(Command, HistoryEntry)>> {
+        let row = sqlx::query(concat!(
+            "UPDATE commands SET state = 'cancelled', reason = ?1, updated_at = ?2, changed_by = ?3 ",
+            "WHERE id = ?4 AND state = 'queued' RETURNING ",
+            cols!()
+        ))
+        .bind(reason)
+        .bind(now)
+        .bind(by.to_stored())
+        .bind(id)
+        .fetch_optional(&mut *self.writer.lock().await)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let cmd = row_to_command(&row)?;
+        let mut e = entry_of(&cmd, now);
+        e.origin = Some(by.clone());
+        Ok(Some((cmd, e)))
+    }
+
+    async fn create_batch(&self, news: Vec<NewCommand>, now: i64) -> R<Vec<R<Created>>> {
+        let mut conn = self.writer.lock().await;
+        let news: Vec<(&NewCommand, i64)> = news.iter().map(|n| (n, now)).collect();
+        let outcomes = create_group(&mut conn, &news).await?;
+        self.commits.inc();
+        Ok(outcomes)
+    }
+
+    async fn batch_counts(&self, batch_id: &str) -> R<Vec<(CommandState, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT state, COUNT(*) FROM commands WHERE batch_id = ? GROUP BY state",
+        )
+        .bind(batch_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|(state, n)| {
+                let s = CommandState::from_name(&state).ok_or(StoreError::Corrupt(state))?;
+                Ok((s, n as u64))
+            })
+            .collect()
+    }
+
+    async fn batch_devices(&self, batch_id: &str) -> R<Vec<DeviceId>> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT device FROM commands WHERE batch_id = ? ORDER BY device")
+                .bind(batch_id)
+                .fetch_all(&self.reader)
+                .await?;
+        rows.iter()
+            .map(|d| DeviceId::parse_path(d).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .collect()
     }
 
     async fn by_network_ref(&self, network_ref: &str) -> R<Vec<Command>> {
@@ -737,10 +813,10 @@ impl CommandStore for SqliteStore {
 
     async fn history_since(&self, at: i64) -> R<Vec<(Command, HistoryEntry)>> {
         let rows = sqlx::query(concat!(
-            "SELECT h.state AS h_state, h.at AS h_at, h.reason AS h_reason, h.attempt AS h_attempt, ",
+            "SELECT h.state AS h_state, h.at AS h_at, h.reason AS h_reason, h.attempt AS h_attempt, h.origin AS h_origin, ",
             "c.id AS id, c.device AS device, c.body AS body, c.counter AS counter, c.confirmed AS confirmed, ",
             "c.state AS state, c.attempts AS attempts, c.created_at AS created_at, c.expires_at AS expires_at, ",
-            "c.network_ref AS network_ref, c.reason AS reason ",
+            "c.network_ref AS network_ref, c.reason AS reason, c.origin AS origin, c.batch_id AS batch_id ",
             "FROM command_history h JOIN commands c ON c.id = h.command_id ",
             "WHERE h.at >= ? ORDER BY h.at, h.rowid"
         ))
@@ -758,6 +834,7 @@ impl CommandStore for SqliteStore {
                     attempt: row
                         .try_get::<Option<i64>, _>("h_attempt")?
                         .map(|a| a as u32),
+                    origin: stored_origin(row.try_get("h_origin")?),
                 };
                 Ok((row_to_command(row)?, entry))
             })
@@ -920,6 +997,48 @@ impl DeviceFacts for SqliteStore {
     }
 }
 
+impl GroupMembers for SqliteStore {
+    fn group_members(&self) -> StoreFuture<'_, Vec<(String, DeviceId, String)>> {
+        Box::pin(async move {
+            let rows: Vec<(String, String, String)> =
+                sqlx::query_as("SELECT group_name, device, source FROM group_members")
+                    .fetch_all(&self.reader)
+                    .await?;
+            rows.into_iter()
+                .map(|(g, d, s)| {
+                    let d =
+                        DeviceId::parse_path(&d).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    Ok((g, d, s))
+                })
+                .collect()
+        })
+    }
+
+    fn set_group_member<'a>(
+        &'a self,
+        group: &'a str,
+        device: &'a DeviceId,
+        source: &'a str,
+        present: bool,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let sql = if present {
+                "INSERT INTO group_members (group_name, device, source) VALUES (?, ?, ?) \
+                 ON CONFLICT DO NOTHING"
+            } else {
+                "DELETE FROM group_members WHERE group_name = ? AND device = ? AND source = ?"
+            };
+            sqlx::query(sql)
+                .bind(group)
+                .bind(device.to_string())
+                .bind(source)
+                .execute(&mut *self.writer.lock().await)
+                .await?;
+            Ok(())
+        })
+    }
+}
+
 impl Quotas for SqliteStore {
     fn take_daily_quota<'a>(
         &'a self,
@@ -1025,6 +1144,8 @@ mod tests {
             command,
             confirmed: true,
             ttl_ms: 60_000,
+            origin: Origin::Token("test".into()),
+            batch_id: None,
         }
     }
 

@@ -8,6 +8,7 @@ use crate::commands::{Commands, DownlinkPlan, ReceiveWindow};
 use crate::device::{DeviceClass, DeviceId, Network};
 use crate::metrics::{EventLabels, Metrics};
 use crate::mqtt::Publisher;
+use crate::operators::Operators;
 use crate::pipeline::{CodecKeys, Pipeline, RecentKeys, Uplink, lock};
 use chirpstack_api::integration as ev;
 use gateway_config::region::Region;
@@ -562,6 +563,10 @@ pub struct ChirpstackAdapter {
     facts_tx: Mutex<Option<mpsc::UnboundedSender<(DeviceId, String, DeviceClass)>>>,
     /// Stops taking due commands (on shutdown).
     closing: CancellationToken,
+    /// Device groups, which follow the devices' tags.
+    operators: Arc<Operators>,
+    /// `chirpstack.group_tag` (empty: tags make no groups).
+    group_tag: String,
 }
 
 impl ChirpstackAdapter {
@@ -573,6 +578,7 @@ impl ChirpstackAdapter {
         commands: Arc<Commands>,
         facts_store: Arc<dyn DeviceFacts>,
         metrics: Arc<Metrics>,
+        operators: Arc<Operators>,
     ) -> Arc<Self> {
         let downlinker = Downlinker {
             command_topic: TopicTemplate::parse(&settings.command_topic),
@@ -598,6 +604,8 @@ impl ChirpstackAdapter {
             early_windows: Mutex::new(RecentKeys::new(4096)),
             facts_tx: Mutex::new(Some(facts_tx)),
             closing: CancellationToken::new(),
+            operators,
+            group_tag: settings.group_tag.clone(),
         });
         adapter.windows.spawn(Self::take_due(
             Arc::downgrade(&adapter),
@@ -781,6 +789,10 @@ impl ChirpstackAdapter {
     /// beside the event, not before it, batched with others (see `write_facts`): the
     /// facts are cached here already.
     async fn remember(&self, device: &DeviceId, application_id: &str, info: &ev::DeviceInfo) {
+        if !self.group_tag.is_empty() {
+            let tag = info.tags.get(&self.group_tag).map(String::as_str);
+            self.operators.tagged(device, tag).await;
+        }
         let class = device_class(info.device_class_enabled);
         let facts = (application_id.to_owned(), class);
         {
