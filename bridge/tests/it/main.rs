@@ -16,6 +16,7 @@ mod hardening;
 mod layers;
 mod observability;
 mod openapi;
+mod operators;
 mod packaging;
 mod shutdown;
 mod sigfox;

@@ -447,6 +447,29 @@ impl ChirpstackDouble {
         self.event(eui, "up", body).await;
     }
 
+    /// An `up` event whose deviceInfo carries these tags (ChirpStack's device tags).
+    pub async fn up_tagged(&self, eui: &str, f_cnt: u32, hex_payload: &str, tags: Value) {
+        let mut info = self.device_info(eui, "CLASS_A");
+        info["tags"] = tags;
+        let body = events::Up {
+            deduplication_id: &format!("{eui}-{f_cnt}-{}", uuid_like()),
+            time: TIME,
+            dev_addr: "01a44c4c",
+            dr: 5,
+            f_cnt,
+            f_port: 10,
+            data: &hex::decode(hex_payload).unwrap(),
+            radio: events::Radio {
+                gateway_id: "2cf7f11081400088",
+                rssi: -90,
+                snr: 7.0,
+                ..Default::default()
+            },
+        }
+        .to_json(info);
+        self.event(eui, "up", body).await;
+    }
+
     pub async fn txack(&self, eui: &str, queue_item_id: &str) {
         let body = events::txack(self.device_info(eui, "CLASS_A"), queue_item_id, TIME);
         self.event(eui, "txack", body).await;
