@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// The simulator process, stopped however the test ends.
-struct KillOnDrop(std::process::Child);
+pub(crate) struct KillOnDrop(pub(crate) std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -185,7 +185,7 @@ fn gateway_messages_are_chirpstacks_protobuf() {
 
 /// The `longproto-fleet` binary of this build, built first if it is not up to date: it is
 /// another package's binary, which cargo builds only for that package's own tests.
-fn fleet_binary() -> std::path::PathBuf {
+pub(crate) fn fleet_binary() -> std::path::PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = std::process::Command::new(cargo)
         .args(["build", "-p", "longproto-fleet", "--bin", "longproto-fleet"])

@@ -444,3 +444,111 @@ async fn every_command_says_who_asked_in_its_history_its_events_and_the_metrics(
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_to_a_group_of_a_thousand_vehicles_reaches_each_and_its_batch_counts_them() {
+    use crate::fleet::{KillOnDrop, fleet_binary};
+    const N: u32 = 1000;
+    let broker = Mosquitto::start();
+    let mut s = settings(&broker, "ops-batch");
+    s.operators
+        .token
+        .insert("ops".into(), token(OPS, &["read", "command"], &[]));
+    let euis: Vec<String> = (1..=N).map(|n| format!("70b3d57ed{n:07x}")).collect();
+    s.operators.group.insert(
+        "depot".into(),
+        euis.iter().map(|e| format!("lorawan/{e}")).collect(),
+    );
+    let bridge = start_bridge(&broker, s).await;
+    let mut progress =
+        Watcher::new(&broker, "ops-batch-progress", &["longproto/v1/batches/+"]).await;
+
+    // a thousand class A vehicles reporting every 5 s through the ChirpStack double
+    let child = std::process::Command::new(fleet_binary())
+        .args([
+            "--mqtt",
+            &broker.url(),
+            "--http",
+            &bridge.http_addr().to_string(),
+        ])
+        .args(["--lorawan", &N.to_string(), "--class-c", "0"])
+        .args(["--interval", "5", "--rx-delay-ms", "300", "--seed", "7"])
+        .args(["--duration", "180", "--report-every", "60"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("longproto-fleet starts");
+    let _sim = KillOnDrop(child);
+
+    let commits = |m: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix("longproto_command_creation_commits_total "))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0)
+    };
+    let before = commits(&metrics_text(&bridge).await);
+    let (status, created) = call(
+        &bridge,
+        OPS,
+        "POST",
+        "/v1/batches",
+        Some(&json!({"group": "depot", "command": "locate", "id": "depot-locate", "ttl_s": 600})),
+    )
+    .await;
+    assert_eq!(status, 202, "{created}");
+    assert_eq!(created["total"], N);
+    assert_eq!(
+        commits(&metrics_text(&bridge).await),
+        before + 1,
+        "a thousand commands, one transaction"
+    );
+
+    // each vehicle takes its own command in its next window and acknowledges it
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = Value::Null;
+    loop {
+        let (status, p) = call(&bridge, OPS, "GET", "/v1/batches/depot-locate", None).await;
+        assert_eq!(status, 200, "{p}");
+        let sum: u64 = p["states"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(sum, N as u64, "every command counted once: {p}");
+        if p["states"]["executed"] == N {
+            assert_eq!(p["open"], 0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "after 120 s: {p}");
+        last = p;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_ne!(last, Value::Null, "the batch was seen on its way");
+    // the retained progress on MQTT reaches the same counts
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (topic, payload, _) = progress
+            .next_where(Duration::from_secs(10), |_| true)
+            .await
+            .expect("batch progress on MQTT");
+        assert_eq!(topic, "longproto/v1/batches/depot-locate");
+        let p: Value = serde_json::from_slice(&payload).unwrap();
+        if p["states"]["executed"] == N {
+            break;
+        }
+        assert!(Instant::now() < deadline, "MQTT progress stuck at {p}");
+    }
+    // one of them, as the API shows it: its own counter, the batch, who asked
+    let (_, list) = call(
+        &bridge,
+        OPS,
+        "GET",
+        &format!("/v1/devices/lorawan/{}/commands", euis[499]),
+        None,
+    )
+    .await;
+    let c = &list["commands"][0];
+    assert_eq!(c["batch_id"], "depot-locate");
+    assert_eq!(c["origin"], json!({"via": "http", "token": "ops"}));
+    assert_eq!(c["state"], "executed");
+}
