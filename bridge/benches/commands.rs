@@ -14,6 +14,10 @@
 //! 3. an uplink behind a burst of MQTT command requests: from publishing the `up` event
 //!    to receiving its telemetry, with 200 requests published just before it on the
 //!    same connection, against the same uplink with none before it.
+//! 4. a command to a group of 10,000 devices (`POST /v1/batches`) posted as the uplink
+//!    stream of (1) starts: the time until all are queued (its `202`), and the class A
+//!    window latency of the uplinks sent meanwhile and of the whole stream, against the
+//!    same stream with no batch, in the same run.
 #[path = "../tests/it/common/mod.rs"]
 mod common;
 
@@ -86,10 +90,18 @@ async fn uplinks(
     first
 }
 
-async fn downlink_latency(rate: u64, fleet: u64, with_commands: u64) {
+/// Section 1, and section 4 with `batch` > 0: a group of that many other devices takes
+/// one command as the stream starts.
+async fn downlink_latency(rate: u64, fleet: u64, with_commands: u64, batch: u64) {
     let broker = Mosquitto::start();
     let mut s = settings(&broker, &format!("bench-down-{rate}"));
     s.logging.level = "error".into();
+    s.operators.group.insert(
+        "batch".into(),
+        (0..batch)
+            .map(|i| format!("lorawan/{}", eui(1_000_000 + i)))
+            .collect(),
+    );
     let bridge = start_bridge(&broker, s).await;
     // the ChirpStack double on two connections: one receives the `command/down`s, the
     // other publishes the `up`s (on one connection, rumqttc's one packet per system call
@@ -142,9 +154,42 @@ async fn downlink_latency(rate: u64, fleet: u64, with_commands: u64) {
             .await
             .unwrap();
     }
+    let batch_task = (batch > 0).then(|| {
+        let addr = bridge.http_addr();
+        tokio::spawn(async move {
+            let mut conn = Conn::new(addr).await;
+            let t0 = Instant::now();
+            let body = br#"{"group":"batch","command":"lock","ttl_s":3600}"#;
+            let (status, _) = conn
+                .post("/v1/batches", &format!("Bearer {TOKEN}"), body)
+                .await;
+            assert_eq!(status, 202);
+            (t0, Instant::now())
+        })
+    });
     let n = rate * 2; // two seconds: every commanded device's first uplink carries its command
     let sent_first = uplinks(&cs, rate, fleet, fleet..fleet + n).await;
+    let batch_window = match batch_task {
+        Some(t) => Some(t.await.unwrap()),
+        None => None,
+    };
     tokio::time::sleep(Duration::from_secs(2)).await;
+    if let Some((t0, t1)) = batch_window {
+        let arrived = arrived.lock().unwrap();
+        let mut during: Vec<Duration> = sent_first
+            .iter()
+            .filter(|(_, t)| **t >= t0 && **t <= t1)
+            .filter_map(|(d, t)| arrived.get(d).map(|a| a.saturating_duration_since(*t)))
+            .collect();
+        println!(
+            "      a batch of {batch}: all queued (its 202) after {} | {} windows opened meanwhile: p50 {} p99 {} max {}",
+            ms(t1 - t0),
+            during.len(),
+            ms(pct(&mut during, 0.5)),
+            ms(pct(&mut during, 0.99)),
+            ms(during.iter().max().copied().unwrap_or_default()),
+        );
+    }
     let mut lat: Vec<Duration> = {
         let arrived = arrived.lock().unwrap();
         sent_first
@@ -243,6 +288,19 @@ async fn main() {
     if run("burst") {
         burst().await;
     }
+    if run("batch") {
+        batches().await;
+    }
+}
+
+async fn batches() {
+    println!(
+        "a command to a group of 10,000 devices posted as the stream starts, against the same stream without it:"
+    );
+    for rate in [1000, 5000] {
+        downlink_latency(rate, 1000, 1000, 0).await;
+        downlink_latency(rate, 1000, 1000, 10_000).await;
+    }
 }
 
 async fn burst() {
@@ -311,7 +369,7 @@ async fn downlinks() {
         (5000, 10_000, 1000),
         (5000, 10_000, 10_000),
     ] {
-        downlink_latency(rate, fleet, with).await;
+        downlink_latency(rate, fleet, with, 0).await;
     }
 }
 

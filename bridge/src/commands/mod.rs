@@ -129,7 +129,16 @@ pub struct Commands<S = store::SqliteStore> {
     due: Mutex<HashMap<Network, mpsc::UnboundedSender<DeviceId>>>,
     /// Batches with a command that changed since their progress was last published.
     changed_batches: Mutex<std::collections::HashSet<String>>,
+    /// The announcements of a batch's new commands (their `queued` events and device
+    /// states), published by [`Self::pacer`] behind the receive windows' downlinks.
+    paced: mpsc::UnboundedSender<(Command, HistoryEntry, u64)>,
+    /// Announcements waiting in `paced`: while any wait, events are not confirmed.
+    paced_backlog: std::sync::atomic::AtomicU64,
 }
+
+/// The most messages the pacer leaves unacknowledged by the broker before it publishes
+/// the next announcement: a `command/down` never waits behind more than these.
+const PACED_IN_FLIGHT: u64 = 64;
 
 const REQUEST_FIELDS: [&str; 5] = ["id", "command", "args", "ttl_s", "confirmed"];
 /// What an MQTT request may say besides: who asks, for the record.
@@ -246,6 +255,7 @@ impl<S: CommandStore> Commands<S> {
             .collect();
         let metrics = pipeline.metrics().clone();
         let (persist, rx) = mpsc::unbounded_channel();
+        let (paced, paced_rx) = mpsc::unbounded_channel();
         let commands = Arc::new(Commands {
             store,
             clock,
@@ -261,10 +271,36 @@ impl<S: CommandStore> Commands<S> {
             commanded: Mutex::new(commanded),
             due: Mutex::new(HashMap::new()),
             changed_batches: Mutex::new(std::collections::HashSet::new()),
+            paced,
+            paced_backlog: std::sync::atomic::AtomicU64::new(0),
         });
         tokio::spawn(Self::persister(Arc::downgrade(&commands), rx));
+        tokio::spawn(Self::pacer(Arc::downgrade(&commands), paced_rx));
         commands.announce_all(&replayed).await;
         Ok(commands)
+    }
+
+    /// Publishes the announcements of batches' new commands one by one, each once the
+    /// broker has acknowledged all but [`PACED_IN_FLIGHT`] of the messages handed to it:
+    /// ten thousand `queued` events and states at once would stand between an uplink and
+    /// its `command/down` in the client's queue and the broker's, past the receive window.
+    async fn pacer(
+        this: Weak<Commands<S>>,
+        mut rx: mpsc::UnboundedReceiver<(Command, HistoryEntry, u64)>,
+    ) {
+        while let Some((cmd, entry, pending)) = rx.recv().await {
+            let Some(this) = this.upgrade() else { return };
+            loop {
+                let (handed, acknowledged) = this.publisher.ledger().counts();
+                if handed.saturating_sub(acknowledged) <= PACED_IN_FLIGHT {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            this.announce(&cmd, &entry).await;
+            this.pipeline.set_pending(&cmd.device, pending).await;
+            this.paced_backlog.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// Writes the windows taken from memory to the store: one write for every window
@@ -438,6 +474,14 @@ impl<S: CommandStore> Commands<S> {
 
     /// A command just stored: into the queue in memory, announced, due.
     async fn created(&self, cmd: &Command, entry: &HistoryEntry, pending: u64) {
+        self.queue_new(cmd);
+        self.announce(cmd, entry).await;
+        self.pipeline.set_pending(&cmd.device, pending).await;
+        self.announce_due(&cmd.device);
+    }
+
+    /// A new command into the queue in memory, counted by origin.
+    fn queue_new(&self, cmd: &Command) {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         if let Some(p) = Pending::of(cmd, cmd.command.is_urgent(), seq) {
             self.requeue(&cmd.device, vec![p]);
@@ -446,9 +490,6 @@ impl<S: CommandStore> Commands<S> {
         if let Some(o) = &cmd.origin {
             self.metrics.commands_created(o.label());
         }
-        self.announce(cmd, entry).await;
-        self.pipeline.set_pending(&cmd.device, pending).await;
-        self.announce_due(&cmd.device);
     }
 
     /// Creates one command per device from one request body, under one batch id, in one
@@ -488,7 +529,11 @@ impl<S: CommandStore> Commands<S> {
         let outcomes = self.store.create_batch(news, self.now()).await?;
         for outcome in outcomes {
             if let Created::New(cmd, entry, pending) = outcome? {
-                self.created(&cmd, &entry, pending).await;
+                // queued and due now; announced at the broker's pace (see `pacer`)
+                self.queue_new(&cmd);
+                self.announce_due(&cmd.device);
+                self.paced_backlog.fetch_add(1, Ordering::AcqRel);
+                let _ = self.paced.send((cmd, entry, pending));
             }
         }
         tracing::info!(batch = batch_id, commands = devices.len(), "batch created");
@@ -1109,13 +1154,15 @@ impl<S: CommandStore> Commands<S> {
     /// covers an event stored but not yet handed to the client when this looks; at
     /// shutdown (`stopped`), once nothing can change a command any more, there is none.
     pub async fn confirm_events(&self, stopped: bool) {
-        if !self.publisher.ledger().level() {
+        let paced = self.paced_backlog.load(Ordering::Acquire);
+        if !self.publisher.ledger().level() || paced > 0 {
             if stopped {
                 let (handed, acknowledged) = self.publisher.ledger().counts();
                 tracing::warn!(
                     handed,
                     acknowledged,
-                    "stopping with messages the broker has not acknowledged: their events go out again at the next start"
+                    paced,
+                    "stopping with messages the broker has not acknowledged or not been handed: their events go out again at the next start"
                 );
             }
             return;

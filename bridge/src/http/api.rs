@@ -328,9 +328,9 @@ fn visible_members(s: &ApiState, op: &Operator, group: &str) -> Result<Vec<Devic
 async fn group(
     State(s): State<ApiState>,
     Extension(op): Extension<Operator>,
-    Path(name): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, HttpError> {
-    let name = group_name(&name)?;
+    let name = group_name(&command_id(path)?)?;
     need(&op, "read")?;
     visible_members(&s, &op, &name)?;
     let devices: Vec<_> = s
@@ -343,19 +343,26 @@ async fn group(
     Ok(axum::Json(json!({"group": name, "devices": devices})).into_response())
 }
 
+/// The path of a membership route: group, network and id.
+type MemberPath = Result<Path<(String, String, String)>, PathRejection>;
+
 async fn join_group(
     State(s): State<ApiState>,
     Extension(op): Extension<Operator>,
-    Path((group, network, id)): Path<(String, String, String)>,
+    path: MemberPath,
 ) -> Result<Response, HttpError> {
+    let Path((group, network, id)) =
+        path.map_err(|e| HttpError::bad_request("bad_path", e.body_text()))?;
     membership(&s, &op, &group, &network, &id, true).await
 }
 
 async fn leave_group(
     State(s): State<ApiState>,
     Extension(op): Extension<Operator>,
-    Path((group, network, id)): Path<(String, String, String)>,
+    path: MemberPath,
 ) -> Result<Response, HttpError> {
+    let Path((group, network, id)) =
+        path.map_err(|e| HttpError::bad_request("bad_path", e.body_text()))?;
     membership(&s, &op, &group, &network, &id, false).await
 }
 

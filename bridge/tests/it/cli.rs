@@ -167,3 +167,72 @@ fn encode_command_prints_every_command_vector() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("not JSON"), "{}", stderr(&out));
 }
+
+#[test]
+fn hash_token_prints_the_sha256_of_the_secret_on_standard_input() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_longproto-bridge"))
+        .arg("hash-token")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // FIPS 180-2's two-block test message, and its digest
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
+    );
+    // a short secret is refused
+    let mut child = Command::new(env!("CARGO_BIN_EXE_longproto-bridge"))
+        .arg("hash-token")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"short\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("16 characters"), "{}", stderr(&out));
+}
+
+#[test]
+fn check_config_says_plain_api_tokens_are_deprecated_and_names_bad_operator_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.toml");
+    std::fs::write(&plain, "[http]\napi_tokens = [\"0123456789abcdef0123\"]\n").unwrap();
+    let out = bridge(&["check-config", "-c", plain.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("http.api_tokens (and http.api_tokens_file) are deprecated"),
+        "{}",
+        stderr(&out)
+    );
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[operators.token]\nops = { secret_sha256 = \"abc\", scopes = [\"admin\"], devices = [\"mars/*\"] }\n\
+         [operators.group]\n\"Depot\" = [\"lorawan/xyz\"]\n",
+    )
+    .unwrap();
+    let out = bridge(&["check-config", "-c", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    for key in [
+        "operators.token.ops.secret_sha256",
+        "operators.token.ops.scopes[0]",
+        "operators.token.ops.devices[0]",
+        "operators.group.Depot",
+        "operators.group.Depot[0]",
+    ] {
+        assert!(e.contains(&format!("{key}: ")), "{key} missing in: {e}");
+    }
+}
