@@ -139,6 +139,9 @@ pub struct Commands<S = store::SqliteStore> {
 /// The most messages the pacer leaves unacknowledged by the broker before it publishes
 /// the next announcement: a `command/down` never waits behind more than these.
 const PACED_IN_FLIGHT: u64 = 64;
+/// And at most one announcement (an event and a state) a millisecond: a broker that
+/// shares two cores with the bridge has capacity left for the uplinks' own messages.
+const PACED_EVERY: std::time::Duration = std::time::Duration::from_millis(1);
 
 const REQUEST_FIELDS: [&str; 5] = ["id", "command", "args", "ttl_s", "confirmed"];
 /// What an MQTT request may say besides: who asks, for the record.
@@ -288,7 +291,10 @@ impl<S: CommandStore> Commands<S> {
         this: Weak<Commands<S>>,
         mut rx: mpsc::UnboundedReceiver<(Command, HistoryEntry, u64)>,
     ) {
+        let mut tick = tokio::time::interval(PACED_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while let Some((cmd, entry, pending)) = rx.recv().await {
+            tick.tick().await;
             let Some(this) = this.upgrade() else { return };
             loop {
                 let (handed, acknowledged) = this.publisher.ledger().counts();
