@@ -520,9 +520,6 @@ impl<S: CommandStore> Commands<S> {
             .id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        if !self.store.batch_counts(&batch_id).await?.is_empty() {
-            return Ok((batch_id, false));
-        }
         let news: Vec<NewCommand> = devices
             .iter()
             .map(|d| NewCommand {
@@ -532,7 +529,9 @@ impl<S: CommandStore> Commands<S> {
                 ..template.clone()
             })
             .collect();
-        let outcomes = self.store.create_batch(news, self.now()).await?;
+        let Some(outcomes) = self.store.create_batch(&batch_id, news, self.now()).await? else {
+            return Ok((batch_id, false));
+        };
         for outcome in outcomes {
             if let Created::New(cmd, entry, pending) = outcome? {
                 // queued and due now; announced at the broker's pace (see `pacer`)

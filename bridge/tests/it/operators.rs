@@ -552,3 +552,27 @@ async fn a_command_to_a_group_of_a_thousand_vehicles_reaches_each_and_its_batch_
     assert_eq!(c["origin"], json!({"via": "http", "token": "ops"}));
     assert_eq!(c["state"], "executed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_for_one_batch_id_at_once_create_one_batch() {
+    let broker = Mosquitto::start();
+    let mut s = settings(&broker, "ops-batch-once");
+    s.operators
+        .token
+        .insert("ops".into(), token(OPS, &["read", "command"], &[]));
+    s.operators.group.insert(
+        "yard".into(),
+        (1..=200u32)
+            .map(|n| format!("lorawan/70b3d57ed{n:07x}"))
+            .collect(),
+    );
+    let bridge = start_bridge(&broker, s).await;
+    let body = json!({"group": "yard", "command": "lock", "id": "yard-lock"});
+    let requests = (0..8).map(|_| call(&bridge, OPS, "POST", "/v1/batches", Some(&body)));
+    let answers = futures_util::future::join_all(requests).await;
+    let created = answers.iter().filter(|(s, _)| *s == 202).count();
+    let repeated = answers.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!((created, repeated), (1, 7), "{answers:?}");
+    let (_, p) = call(&bridge, OPS, "GET", "/v1/batches/yard-lock", None).await;
+    assert_eq!(p["total"], 200, "one command per device: {p}");
+}

@@ -162,12 +162,15 @@ pub trait CommandStore: Send + Sync + 'static {
         now: i64,
     ) -> impl Future<Output = R<Option<(Command, HistoryEntry)>>> + Send;
     /// Creates every command of a batch in one transaction (a command to a group):
-    /// each with its device's next counter, all or none.
+    /// each with its device's next counter, all or none. `None`: the batch id names
+    /// commands already (decided under the write lock, so two requests with one id
+    /// create one batch).
     fn create_batch(
         &self,
+        batch_id: &str,
         news: Vec<NewCommand>,
         now: i64,
-    ) -> impl Future<Output = R<Vec<R<Created>>>> + Send;
+    ) -> impl Future<Output = R<Option<Vec<R<Created>>>>> + Send;
     /// How many commands of a batch are in each state (none: no such batch).
     fn batch_counts(
         &self,

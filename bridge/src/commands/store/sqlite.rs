@@ -675,12 +675,26 @@ impl CommandStore for SqliteStore {
         Ok(Some((cmd, e)))
     }
 
-    async fn create_batch(&self, news: Vec<NewCommand>, now: i64) -> R<Vec<R<Created>>> {
+    async fn create_batch(
+        &self,
+        batch_id: &str,
+        news: Vec<NewCommand>,
+        now: i64,
+    ) -> R<Option<Vec<R<Created>>>> {
         let mut conn = self.writer.lock().await;
+        // the one writer holds its lock from this read to the commit
+        let known: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM commands WHERE batch_id = ? LIMIT 1")
+                .bind(batch_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if known.is_some() {
+            return Ok(None);
+        }
         let news: Vec<(&NewCommand, i64)> = news.iter().map(|n| (n, now)).collect();
         let outcomes = create_group(&mut conn, &news).await?;
         self.commits.inc();
-        Ok(outcomes)
+        Ok(Some(outcomes))
     }
 
     async fn batch_counts(&self, batch_id: &str) -> R<Vec<(CommandState, u64)>> {
