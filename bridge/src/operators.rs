@@ -10,10 +10,10 @@
 //! and from ChirpStack's device tags (`chirpstack.group_tag`); the last two are stored.
 use crate::commands::store::GroupMembers;
 use crate::device::{DeviceId, Network};
-use crate::secret::constant_time_eq;
+use crate::pipeline::lock;
+use crate::secret::{SecretFile, SecretFileError, constant_time_eq};
 use gateway_config::{OperatorSettings, TokenSettings};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -107,31 +107,16 @@ fn token(name: &str, t: &TokenSettings) -> Option<Token> {
 /// Why the tokens file did not read; the tokens in force stay.
 #[derive(Debug, thiserror::Error)]
 pub enum TokensError {
-    /// It cannot be read.
-    #[error("operators.tokens_file \"{path}\": {error}")]
-    Unreadable {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        error: std::io::Error,
-    },
+    /// It cannot be read, or others may read it.
+    #[error(transparent)]
+    File(#[from] SecretFileError),
     /// Its contents are wrong.
-    #[error("operators.tokens_file \"{path}\": {problems}")]
+    #[error("operators.tokens_file {path}: {problems}")]
     Invalid {
         /// The file.
         path: PathBuf,
         /// Every problem, with its key.
         problems: gateway_config::Problems,
-    },
-    /// Others may read it.
-    #[error(
-        "operators.tokens_file \"{path}\" is readable by others (mode {mode:o}); chmod 600 or 640 it"
-    )]
-    WorldReadable {
-        /// The file.
-        path: PathBuf,
-        /// Its mode.
-        mode: u32,
     },
 }
 
@@ -144,8 +129,7 @@ pub struct Operators {
     configured: Vec<Arc<Token>>,
     /// From the tokens file, replaced when it changes.
     from_file: RwLock<Vec<Arc<Token>>>,
-    file: Option<PathBuf>,
-    stamp: Mutex<Option<(i64, i64, u64, u64)>>,
+    file: Option<SecretFile>,
     /// Members of each group, by source ("config", "api", "tag").
     groups: RwLock<BTreeMap<String, BTreeMap<DeviceId, BTreeSet<&'static str>>>>,
     /// Each device's tag value last seen and the groups it named (to act on changes only).
@@ -188,8 +172,13 @@ impl Operators {
         let ops = Operators {
             configured,
             from_file: RwLock::new(Vec::new()),
-            file: (!o.tokens_file.is_empty()).then(|| PathBuf::from(&o.tokens_file)),
-            stamp: Mutex::new(None),
+            file: (!o.tokens_file.is_empty()).then(|| {
+                SecretFile::new(
+                    "operators.tokens_file",
+                    "tokens",
+                    PathBuf::from(&o.tokens_file),
+                )
+            }),
             groups: RwLock::new(groups),
             tagged: Mutex::new(HashMap::new()),
             store,
@@ -372,37 +361,23 @@ impl Operators {
     /// Reads the tokens file again when it changed; `Ok(true)` when new tokens are in
     /// force. On an error the tokens in force stay.
     pub fn reload(&self) -> Result<bool, TokensError> {
-        let Some(path) = &self.file else {
+        let Some(file) = &self.file else {
             return Ok(false);
         };
-        let unreadable = |error| TokensError::Unreadable {
-            path: path.clone(),
-            error,
-        };
-        let meta = std::fs::metadata(path).map_err(unreadable)?;
-        let stamp = (meta.mtime(), meta.mtime_nsec(), meta.size(), meta.ino());
-        if *lock(&self.stamp) == Some(stamp) {
-            return Ok(false);
-        }
-        let mode = meta.mode() & 0o7777;
-        if mode & 0o004 != 0 {
-            return Err(TokensError::WorldReadable {
-                path: path.clone(),
-                mode,
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(unreadable)?;
-        let parsed =
-            gateway_config::parse_tokens_file(&text).map_err(|problems| TokensError::Invalid {
-                path: path.clone(),
+        let parsed = file.read_if_changed(|text| {
+            gateway_config::parse_tokens_file(text).map_err(|problems| TokensError::Invalid {
+                path: file.path().to_owned(),
                 problems,
-            })?;
+            })
+        })?;
+        let Some(parsed) = parsed else {
+            return Ok(false);
+        };
         let tokens: Vec<Arc<Token>> = parsed
             .iter()
             .filter_map(|(name, t)| token(name, t).map(Arc::new))
             .collect();
-        *self.from_file.write().unwrap_or_else(|e| e.into_inner()) = tokens;
-        *lock(&self.stamp) = Some(stamp);
+        *write(&self.from_file) = tokens;
         Ok(true)
     }
 
@@ -416,27 +391,10 @@ impl Operators {
             return;
         }
         let ops = self.clone();
-        jobs.spawn(stop.clone().run_until_cancelled_owned(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
-            loop {
-                tick.tick().await;
-                match ops.reload() {
-                    Ok(true) => tracing::info!(
-                        tokens = read(&ops.from_file).len(),
-                        "API tokens file read again"
-                    ),
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::error!(error = %e, "API tokens not read again; the tokens in force stay")
-                    }
-                }
-            }
-        }));
+        crate::secret::watch("API tokens", jobs, stop, move || {
+            Ok::<_, TokensError>(ops.reload()?.then(|| read(&ops.from_file).len()))
+        });
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {

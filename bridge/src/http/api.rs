@@ -239,9 +239,9 @@ async fn list(
     Ok(axum::Json(json!({"device": device.to_string(), "commands": cmds})).into_response())
 }
 
-/// A command id from the path; one that is not text (invalid UTF-8) gets the contract's
-/// JSON error.
-fn command_id(path: Result<Path<String>, PathRejection>) -> Result<String, HttpError> {
+/// The one parameter of a path (a command, batch or group name); one that is not text
+/// (invalid UTF-8) gets the contract's JSON error.
+fn path_text(path: Result<Path<String>, PathRejection>) -> Result<String, HttpError> {
     path.map(|Path(id)| id)
         .map_err(|e| HttpError::bad_request("bad_path", e.body_text()))
 }
@@ -251,7 +251,7 @@ async fn get_one(
     Extension(op): Extension<Operator>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, HttpError> {
-    let id = command_id(path)?;
+    let id = path_text(path)?;
     let (cmd, history) = visible_command(&s, &op, &id, "read").await?;
     let mut v = cmd.to_json();
     v["history"] = history
@@ -272,7 +272,7 @@ async fn cancel(
     Extension(op): Extension<Operator>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, HttpError> {
-    let id = command_id(path)?;
+    let id = path_text(path)?;
     visible_command(&s, &op, &id, "command").await?;
     let cmd = s
         .commands
@@ -317,12 +317,16 @@ fn visible_members(s: &ApiState, op: &Operator, group: &str) -> Result<Vec<Devic
         .filter(|d| s.operators.sees(op, d))
         .collect();
     if members.is_empty() {
-        return Err(HttpError::not_found(
-            "unknown_group",
-            format!("no group \"{group}\" with a device this token may see"),
-        ));
+        return Err(unknown_group(group));
     }
     Ok(members)
+}
+
+fn unknown_group(group: &str) -> HttpError {
+    HttpError::not_found(
+        "unknown_group",
+        format!("no group \"{group}\" with a device this token may see"),
+    )
 }
 
 async fn group(
@@ -330,9 +334,8 @@ async fn group(
     Extension(op): Extension<Operator>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, HttpError> {
-    let name = group_name(&command_id(path)?)?;
+    let name = group_name(&path_text(path)?)?;
     need(&op, "read")?;
-    visible_members(&s, &op, &name)?;
     let devices: Vec<_> = s
         .operators
         .members_with_sources(&name)
@@ -340,6 +343,9 @@ async fn group(
         .filter(|(d, _)| s.operators.sees(&op, d))
         .map(|(d, sources)| json!({"device": d.to_string(), "sources": sources}))
         .collect();
+    if devices.is_empty() {
+        return Err(unknown_group(&name));
+    }
     Ok(axum::Json(json!({"group": name, "devices": devices})).into_response())
 }
 
@@ -351,9 +357,7 @@ async fn join_group(
     Extension(op): Extension<Operator>,
     path: MemberPath,
 ) -> Result<Response, HttpError> {
-    let Path((group, network, id)) =
-        path.map_err(|e| HttpError::bad_request("bad_path", e.body_text()))?;
-    membership(&s, &op, &group, &network, &id, true).await
+    membership(&s, &op, path, true).await
 }
 
 async fn leave_group(
@@ -361,9 +365,7 @@ async fn leave_group(
     Extension(op): Extension<Operator>,
     path: MemberPath,
 ) -> Result<Response, HttpError> {
-    let Path((group, network, id)) =
-        path.map_err(|e| HttpError::bad_request("bad_path", e.body_text()))?;
-    membership(&s, &op, &group, &network, &id, false).await
+    membership(&s, &op, path, false).await
 }
 
 /// Adds a device to a group through the API, or takes that membership away (those
@@ -371,13 +373,13 @@ async fn leave_group(
 async fn membership(
     s: &ApiState,
     op: &Operator,
-    group: &str,
-    network: &str,
-    id: &str,
+    path: MemberPath,
     present: bool,
 ) -> Result<Response, HttpError> {
-    let group = group_name(group)?;
-    let device = DeviceId::parse(network, id)
+    let Path((group, network, id)) =
+        path.map_err(|e| HttpError::bad_request("bad_path", e.body_text()))?;
+    let group = group_name(&group)?;
+    let device = DeviceId::parse(&network, &id)
         .map_err(|e| HttpError::bad_request("bad_device", e.to_string()))?;
     if !s.operators.sees(op, &device) {
         return Err(unknown_device(&device));
@@ -467,7 +469,7 @@ async fn batch(
     Extension(op): Extension<Operator>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, HttpError> {
-    let id = command_id(path)?;
+    let id = path_text(path)?;
     need(&op, "read")?;
     let unknown = || {
         HttpError::not_found(

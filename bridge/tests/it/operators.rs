@@ -37,6 +37,21 @@ async fn call(
     )
 }
 
+/// Waits up to 10 s until `GET path` with this secret answers `want`.
+async fn until_status(
+    bridge: &longproto_bridge::app::Bridge,
+    secret: &str,
+    path: &str,
+    want: u16,
+    why: &str,
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call(bridge, secret, "GET", path, None).await.0 != want {
+        assert!(Instant::now() < deadline, "{why}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 const VIEWER: &str = "viewer-secret-0123456789";
 const OPS: &str = "ops-secret-0123456789abc";
 const LISBON: &str = "lisbon-secret-0123456789";
@@ -128,19 +143,8 @@ async fn a_group_scoped_token_cannot_tell_another_groups_vehicle_from_one_that_d
     }
     let porto = create_command(&bridge, "70b3d57ed0000002", json!({"command": "lock"})).await;
     let porto_id = porto["id"].as_str().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while api(
-        bridge.http_addr(),
-        "GET",
-        "/v1/devices/lorawan/70b3d57ed0000002",
-        None,
-    )
-    .await
-    .0 != 200
-    {
-        assert!(Instant::now() < deadline, "the uplink never arrived");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let state = "/v1/devices/lorawan/70b3d57ed0000002";
+    until_status(&bridge, TOKEN, state, 200, "the uplink never arrived").await;
 
     // the same answer, byte for byte but for the id, as for a vehicle that does not exist
     let hidden = "lorawan/70b3d57ed0000002";
@@ -236,20 +240,15 @@ async fn a_group_scoped_token_cannot_tell_another_groups_vehicle_from_one_that_d
         json!({"group": "lisbon, scooters"}),
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while call(
+    let path = format!("/v1/devices/{third}");
+    until_status(
         &bridge,
         LISBON,
-        "GET",
-        &format!("/v1/devices/{third}"),
-        None,
+        &path,
+        200,
+        "the tag never made it a member",
     )
-    .await
-    .0 != 200
-    {
-        assert!(Instant::now() < deadline, "the tag never made it a member");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    .await;
     let (_, g) = call(&bridge, LISBON, "GET", "/v1/groups/lisbon", None).await;
     assert_eq!(
         g["devices"],
@@ -266,23 +265,14 @@ async fn a_group_scoped_token_cannot_tell_another_groups_vehicle_from_one_that_d
         json!({"group": "porto"}),
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while call(
+    until_status(
         &bridge,
         LISBON,
-        "GET",
-        &format!("/v1/devices/{third}"),
-        None,
+        &path,
+        404,
+        "the tag's change did not take it out",
     )
-    .await
-    .0 != 404
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the tag's change did not take it out"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    .await;
 }
 
 #[tokio::test]

@@ -514,6 +514,42 @@ async fn create_all(
 
 const EXPIRED_REASON: &str = "expired before a receive window opened";
 
+impl SqliteStore {
+    /// Moves a command to `to` if it is in one of `from`; `by`: who asked (recorded as
+    /// `changed_by`, so the history entry carries it).
+    async fn move_state(
+        &self,
+        id: &str,
+        from: &[CommandState],
+        to: CommandState,
+        reason: Option<&str>,
+        by: Option<&Origin>,
+        now: i64,
+    ) -> R<Option<(Command, HistoryEntry)>> {
+        let from: Vec<&str> = from.iter().map(|s| s.name()).collect();
+        let row = sqlx::query(concat!(
+            "UPDATE commands SET state = ?1, reason = ?2, updated_at = ?3, ",
+            "network_ref = CASE WHEN ?1 = 'queued' THEN NULL ELSE network_ref END, ",
+            "changed_by = COALESCE(?6, changed_by) ",
+            "WHERE id = ?4 AND state IN (SELECT value FROM json_each(?5)) RETURNING ",
+            cols!()
+        ))
+        .bind(to.name())
+        .bind(reason)
+        .bind(now)
+        .bind(id)
+        .bind(id_list(&from))
+        .bind(by.map(Origin::to_stored))
+        .fetch_optional(&mut *self.writer.lock().await)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let cmd = row_to_command(&row)?;
+        let mut e = entry_of(&cmd, now);
+        e.origin = by.cloned();
+        Ok(Some((cmd, e)))
+    }
+}
+
 impl CommandStore for SqliteStore {
     fn create(
         &self,
@@ -630,24 +666,7 @@ impl CommandStore for SqliteStore {
         reason: Option<&str>,
         now: i64,
     ) -> R<Option<(Command, HistoryEntry)>> {
-        let from: Vec<&str> = from.iter().map(|s| s.name()).collect();
-        let row = sqlx::query(concat!(
-            "UPDATE commands SET state = ?1, reason = ?2, updated_at = ?3, ",
-            "network_ref = CASE WHEN ?1 = 'queued' THEN NULL ELSE network_ref END ",
-            "WHERE id = ?4 AND state IN (SELECT value FROM json_each(?5)) RETURNING ",
-            cols!()
-        ))
-        .bind(to.name())
-        .bind(reason)
-        .bind(now)
-        .bind(id)
-        .bind(id_list(&from))
-        .fetch_optional(&mut *self.writer.lock().await)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let cmd = row_to_command(&row)?;
-        let e = entry_of(&cmd, now);
-        Ok(Some((cmd, e)))
+        self.move_state(id, from, to, reason, None, now).await
     }
 
     async fn cancel(
@@ -657,22 +676,10 @@ impl CommandStore for SqliteStore {
         reason: &str,
         now: i64,
     ) -> R<Option<(Command, HistoryEntry)>> {
-        let row = sqlx::query(concat!(
-            "UPDATE commands SET state = 'cancelled', reason = ?1, updated_at = ?2, changed_by = ?3 ",
-            "WHERE id = ?4 AND state = 'queued' RETURNING ",
-            cols!()
-        ))
-        .bind(reason)
-        .bind(now)
-        .bind(by.to_stored())
-        .bind(id)
-        .fetch_optional(&mut *self.writer.lock().await)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let cmd = row_to_command(&row)?;
-        let mut e = entry_of(&cmd, now);
-        e.origin = Some(by.clone());
-        Ok(Some((cmd, e)))
+        let queued = [CommandState::Queued];
+        let to = CommandState::Cancelled;
+        self.move_state(id, &queued, to, Some(reason), Some(by), now)
+            .await
     }
 
     async fn create_batch(

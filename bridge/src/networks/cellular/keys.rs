@@ -9,34 +9,18 @@
 //! modification time, size or inode changes (a problem then keeps the keys in force and
 //! is logged). Keys never reach a log line: [`DeviceKey`]'s `Debug` hides them.
 use crate::device::{DeviceId, Network};
-use crate::pipeline::lock;
+use crate::secret::{SecretFile, SecretFileError};
 use device_node::seal::DeviceKey;
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 /// Why the keys file was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum KeysError {
-    /// It cannot be read.
-    #[error("cellular.keys_file {path}: {error}")]
-    Unreadable {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        error: std::io::Error,
-    },
-    /// Others may read it.
-    #[error(
-        "cellular.keys_file {path}: mode {mode:04o} lets every user read the keys; chmod 600 (or 640 for a group) it"
-    )]
-    WorldReadable {
-        /// The file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
+    /// It cannot be read, or others may read it.
+    #[error(transparent)]
+    File(#[from] SecretFileError),
     /// A line is wrong.
     #[error("cellular.keys_file {path}, line {line}: {message}")]
     BadLine {
@@ -48,9 +32,6 @@ pub enum KeysError {
         message: String,
     },
 }
-
-/// What identifies a version of the file.
-type Stamp = (i64, i64, u64, u64);
 
 /// How a device is reached by SMS.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,18 +51,17 @@ struct Table {
 
 /// The keys in force, and the file they come from.
 pub struct DeviceKeys {
-    path: Option<PathBuf>,
+    file: Option<SecretFile>,
     keys: RwLock<Arc<Table>>,
-    stamp: Mutex<Option<Stamp>>,
 }
 
 impl DeviceKeys {
     /// Reads `path` (empty: no keys, every request is refused).
     pub fn load(path: &str) -> Result<Self, KeysError> {
         let keys = DeviceKeys {
-            path: (!path.is_empty()).then(|| PathBuf::from(path)),
+            file: (!path.is_empty())
+                .then(|| SecretFile::new("cellular.keys_file", "keys", PathBuf::from(path))),
             keys: RwLock::new(Arc::new(Table::default())),
-            stamp: Mutex::new(None),
         };
         keys.reload()?;
         Ok(keys)
@@ -128,47 +108,21 @@ impl DeviceKeys {
         stop: &tokio_util::sync::CancellationToken,
     ) {
         let keys = self.clone();
-        jobs.spawn(stop.clone().run_until_cancelled_owned(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
-            loop {
-                tick.tick().await;
-                match keys.reload() {
-                    Ok(true) => tracing::info!(devices = keys.len(), "device keys read again"),
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::error!(error = %e, "device keys not read again; the keys in force stay")
-                    }
-                }
-            }
-        }));
+        crate::secret::watch("device keys", jobs, stop, move || {
+            Ok::<_, KeysError>(keys.reload()?.then(|| keys.len()))
+        });
     }
 
     /// Reads the file again when it changed; `Ok(true)` when new keys are in force. On
     /// an error the keys in force stay.
     pub fn reload(&self) -> Result<bool, KeysError> {
-        let Some(path) = &self.path else {
+        let Some(file) = &self.file else {
             return Ok(false);
         };
-        let unreadable = |error| KeysError::Unreadable {
-            path: path.clone(),
-            error,
-        };
-        let meta = std::fs::metadata(path).map_err(unreadable)?;
-        let stamp = (meta.mtime(), meta.mtime_nsec(), meta.size(), meta.ino());
-        if *lock(&self.stamp) == Some(stamp) {
+        let Some(parsed) = file.read_if_changed(|text| parse(file.path(), text))? else {
             return Ok(false);
-        }
-        let mode = meta.mode() & 0o7777;
-        if mode & 0o004 != 0 {
-            return Err(KeysError::WorldReadable {
-                path: path.clone(),
-                mode,
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(unreadable)?;
-        let parsed = parse(path, &text)?;
+        };
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(parsed);
-        *lock(&self.stamp) = Some(stamp);
         Ok(true)
     }
 }

@@ -428,34 +428,31 @@ impl ChirpstackDouble {
 
     /// A class A uplink at a data rate, with a longproto payload (hex) on fPort 10.
     pub async fn up(&self, eui: &str, dr: u32, f_cnt: u32, hex_payload: &str) {
+        self.up_with(eui, dr, f_cnt, hex_payload, None).await;
+    }
+
+    /// An `up` event whose deviceInfo carries these tags (ChirpStack's device tags).
+    pub async fn up_tagged(&self, eui: &str, f_cnt: u32, hex_payload: &str, tags: Value) {
+        self.up_with(eui, 5, f_cnt, hex_payload, Some(tags)).await;
+    }
+
+    async fn up_with(
+        &self,
+        eui: &str,
+        dr: u32,
+        f_cnt: u32,
+        hex_payload: &str,
+        tags: Option<Value>,
+    ) {
+        let mut info = self.device_info(eui, "CLASS_A");
+        if let Some(tags) = tags {
+            info["tags"] = tags;
+        }
         let body = events::Up {
             deduplication_id: &format!("{eui}-{f_cnt}-{}", uuid_like()),
             time: TIME,
             dev_addr: "01a44c4c",
             dr,
-            f_cnt,
-            f_port: 10,
-            data: &hex::decode(hex_payload).unwrap(),
-            radio: events::Radio {
-                gateway_id: "2cf7f11081400088",
-                rssi: -90,
-                snr: 7.0,
-                ..Default::default()
-            },
-        }
-        .to_json(self.device_info(eui, "CLASS_A"));
-        self.event(eui, "up", body).await;
-    }
-
-    /// An `up` event whose deviceInfo carries these tags (ChirpStack's device tags).
-    pub async fn up_tagged(&self, eui: &str, f_cnt: u32, hex_payload: &str, tags: Value) {
-        let mut info = self.device_info(eui, "CLASS_A");
-        info["tags"] = tags;
-        let body = events::Up {
-            deduplication_id: &format!("{eui}-{f_cnt}-{}", uuid_like()),
-            time: TIME,
-            dev_addr: "01a44c4c",
-            dr: 5,
             f_cnt,
             f_port: 10,
             data: &hex::decode(hex_payload).unwrap(),
