@@ -282,11 +282,12 @@ section! {
 section! {
     /// Where commands and their history are kept.
     StorageSettings ("storage") {
-        /// sqlite:///absolute/path.db (the embedded default) or sqlite://relative/path.db;
-        /// no other scheme is supported yet. Beside a database file the
-        /// bridge keeps
-        /// "<file>-windows", the journal of receive windows not yet in the database:
-        /// back it up and move it with the database.
+        /// sqlite:///absolute/path.db (the embedded default) or sqlite://relative/path.db:
+        /// beside a database file the bridge keeps "<file>-windows", the journal of
+        /// receive windows not yet in the database: back it up and move it with the
+        /// database. Or postgres://user[:password]@host[:port]/database (also
+        /// postgresql://, with libpq's parameters such as ?sslmode=verify-full): two
+        /// bridges on one database are an active and a standby (docs/deployment.md).
         url: String = "sqlite:///var/lib/longproto/bridge.db".into(),
     }
 }

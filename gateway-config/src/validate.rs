@@ -376,16 +376,27 @@ impl Settings {
                     "sqlite:// needs a path, e.g. sqlite:///var/lib/longproto/bridge.db",
                 );
             }
+        } else if let Some(rest) = url
+            .strip_prefix("postgres://")
+            .or_else(|| url.strip_prefix("postgresql://"))
+        {
+            let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+            if host.is_empty() || host.starts_with('/') {
+                p.push(
+                    "storage.url",
+                    "postgres:// needs a host and a database, e.g. postgres://longproto@db.example.net/longproto",
+                );
+            }
         } else {
             let scheme = url.split_once("://").map_or("", |(s, _)| s);
             let what = if scheme.is_empty() {
-                format!("\"{url}\" has no scheme")
+                "the URL has no scheme".to_owned()
             } else {
                 format!("the scheme \"{scheme}\" is not supported")
             };
             p.push(
                 "storage.url",
-                format!("{what}; expected sqlite:///absolute/path.db or sqlite://relative/path.db"),
+                format!("{what}; expected sqlite:///absolute/path.db, sqlite://relative/path.db or postgres://user@host/database"),
             );
         }
 

@@ -11,13 +11,14 @@
 //! broker has acknowledged everything.
 pub mod dispatcher;
 pub mod restore;
+pub mod standby;
 pub mod systemd;
 
 use crate::clock::{Clock, SystemClock};
 use crate::commands::Commands;
 use crate::commands::model::CommandState;
 use crate::commands::mqtt_api;
-use crate::commands::store::SqliteStore;
+use crate::commands::store::Store;
 use crate::device::Network;
 use crate::http::{self, Areas};
 use crate::metrics::Metrics;
@@ -76,14 +77,24 @@ impl Bridge {
             &[Network::Lorawan, Network::Sigfox, Network::Cellular].map(Network::name),
             &CommandState::ALL.map(CommandState::name),
         );
-        let store =
-            SqliteStore::open_counting(&settings.storage.url, metrics.creation_commits.clone())
-                .await
-                .with_context(|| format!("storage.url: cannot open {}", settings.storage.url))?;
+        let url = &redacted(&settings.storage.url);
+        let store = Store::connect(&settings.storage.url, metrics.creation_commits.clone())
+            .await
+            .with_context(|| format!("storage.url: cannot open {url}"))?;
         let listener = tokio::net::TcpListener::bind(&settings.http.bind)
             .await
             .with_context(|| format!("http.bind: cannot listen on {}", settings.http.bind))?;
         let http_addr = listener.local_addr()?;
+        let limits = http::ConnectionLimits::new(&settings.http);
+        let stop = CancellationToken::new();
+        if let Store::Postgres(pg) = &store {
+            // a standby until this bridge holds the lock; then it watches the lock
+            standby::take_lock(pg, &listener, limits, metrics.clone()).await?;
+            standby::hold_lock(pg.clone(), stop.clone());
+            pg.migrate()
+                .await
+                .with_context(|| format!("storage.url: cannot migrate {url}"))?;
+        }
         let cellular_listener = match settings.cellular.bind.as_str() {
             "" => None,
             bind => Some(
@@ -160,7 +171,6 @@ impl Bridge {
             shared.clone(),
         ));
 
-        let stop = CancellationToken::new();
         let jobs = TaskTracker::new();
         operators.watch(&jobs, &stop);
         // the devices' keys (and numbers), read once for the cellular and SMS adapters
@@ -293,7 +303,6 @@ impl Bridge {
                 operators,
             },
         );
-        let limits = http::ConnectionLimits::new(&settings.http);
         let server = tokio::spawn(http::serve(
             listener,
             app,
@@ -301,7 +310,7 @@ impl Bridge {
             metrics.clone(),
             stop.clone().cancelled_owned(),
         ));
-        tracing::info!(http = %http_addr, cellular = ?cellular_addr, mqtt = settings.mqtt.server, storage = settings.storage.url, "longproto-bridge started");
+        tracing::info!(http = %http_addr, cellular = ?cellular_addr, mqtt = settings.mqtt.server, storage = url, "longproto-bridge started");
 
         let stopping = stop.clone();
         let flush_pipeline = pipeline.clone();
@@ -393,6 +402,17 @@ impl Bridge {
     }
 }
 
+/// `url` without its password, for logs and errors.
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Runs `job` every `period` on `jobs` until `stop`.
 fn every<F, Fut>(jobs: &TaskTracker, stop: &CancellationToken, period: Duration, job: F)
 where
@@ -422,7 +442,15 @@ pub async fn run(
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let bridge = Bridge::start(settings).await?;
+    // a standby waits in `start` for the lock; a stop while it waits ends it there
+    tokio::pin!(shutdown);
+    let bridge = tokio::select! {
+        bridge = Bridge::start(settings) => bridge?,
+        _ = &mut shutdown => {
+            tracing::info!("stopped while standing by");
+            return Ok(());
+        }
+    };
     let health = tokio::spawn(systemd::report_health(
         bridge.mqtt.clone(),
         bridge.commands.clone(),

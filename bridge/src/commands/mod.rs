@@ -101,7 +101,7 @@ impl From<StoreError> for CommandError {
 }
 
 /// The command queue of every device, over a [`CommandStore`] (SQLite unless said).
-pub struct Commands<S = store::SqliteStore> {
+pub struct Commands<S = store::Store> {
     store: S,
     clock: Arc<dyn Clock>,
     publisher: Publisher,

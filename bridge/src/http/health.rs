@@ -41,7 +41,7 @@ async fn healthz(State(s): State<HealthState>) -> Response {
     let word = |up: bool| if up { "up" } else { "down" };
     (
         status,
-        axum::Json(json!({"mqtt": word(mqtt), "store": word(store)})),
+        axum::Json(json!({"role": "active", "mqtt": word(mqtt), "store": word(store)})),
     )
         .into_response()
 }

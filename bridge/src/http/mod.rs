@@ -15,6 +15,7 @@ pub mod health;
 pub mod openapi;
 pub mod server;
 pub mod sigfox;
+pub mod standby;
 pub mod tls;
 
 use crate::commands::Commands;

@@ -477,25 +477,38 @@ async fn errors_name_the_field_refuse_ambiguity_and_are_json_everywhere() {
 }
 
 #[test]
-fn check_config_refuses_a_storage_url_of_another_scheme() {
+fn check_config_refuses_a_storage_url_of_another_scheme_and_takes_postgres() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bridge.toml");
-    std::fs::write(
-        &file,
-        "[storage]\nurl = \"postgres://postgres@127.0.0.1:5432/longproto\"\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_longproto-bridge"))
-        .args(["check-config", "-c"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let check = |url: &str| {
+        std::fs::write(&file, format!("[storage]\nurl = \"{url}\"\n")).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_longproto-bridge"))
+            .args(["check-config", "-c"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stderr)
+    };
+    let (code, stderr) = check("mysql://root@127.0.0.1:3306/longproto");
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        stderr.contains("storage.url") && stderr.contains("\"postgres\" is not supported"),
+        stderr.contains("storage.url") && stderr.contains("\"mysql\" is not supported"),
         "{stderr}"
     );
+    let (code, stderr) = check("postgres:///longproto");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("storage.url: postgres:// needs a host"),
+        "{stderr}"
+    );
+    for url in [
+        "postgres://longproto@db.example.net/longproto",
+        "postgresql://longproto:secret@10.0.0.5:5433/fleet?sslmode=verify-full",
+    ] {
+        let (code, stderr) = check(url);
+        assert_eq!(code, Some(0), "{url}: {stderr}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

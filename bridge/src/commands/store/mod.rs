@@ -8,15 +8,20 @@
 //!   requests (cellular).
 //!
 //! Adapters hold only the `dyn` trait they need; the queue is generic over its
-//! [`CommandStore`]. [`sqlite`] implements all four; a PostgreSQL backend is a second
-//! implementation of the same traits.
+//! [`CommandStore`]. [`sqlite`] and [`postgres`] implement all of them; [`Store`] is
+//! the one `storage.url` chose.
+mod common;
+pub mod postgres;
 pub mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use super::model::{Command, CommandState, HistoryEntry, Origin};
 use crate::device::{DeviceClass, DeviceId, Network};
 use std::future::Future;
 use std::pin::Pin;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// A command to create.
@@ -290,4 +295,235 @@ pub trait RequestCounters: Send + Sync {
         device: &'a DeviceId,
         counter: u32,
     ) -> StoreFuture<'a, bool>;
+}
+
+/// The store `storage.url` names: `sqlite://…` (embedded, the default) or
+/// `postgres://…` (`postgresql://…`), shared by an active bridge and its standby.
+#[derive(Clone)]
+pub enum Store {
+    /// A SQLite file.
+    Sqlite(SqliteStore),
+    /// A PostgreSQL database.
+    Postgres(PgStore),
+}
+
+impl Store {
+    /// Opens the SQLite store, or connects to PostgreSQL without taking the lock or
+    /// migrating (the caller does both: see [`PgStore::wait_for_lock`]).
+    pub async fn connect(
+        url: &str,
+        commits: prometheus_client::metrics::counter::Counter,
+    ) -> R<Store> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(PgStore::connect(url, commits).await?))
+        } else {
+            Ok(Store::Sqlite(
+                SqliteStore::open_counting(url, commits).await?,
+            ))
+        }
+    }
+
+    /// Opens either store ready for use (PostgreSQL: once this bridge holds the lock).
+    pub async fn open(url: &str) -> R<Store> {
+        let store = Store::connect(url, Default::default()).await?;
+        if let Store::Postgres(pg) = &store {
+            pg.wait_for_lock(|_| {}).await;
+            pg.migrate().await?;
+        }
+        Ok(store)
+    }
+}
+
+/// `$call` on whichever store this is.
+macro_rules! each {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Store::Sqlite($s) => $call,
+            Store::Postgres($s) => $call,
+        }
+    };
+}
+
+impl CommandStore for Store {
+    fn create(
+        &self,
+        new: NewCommand,
+        now: i64,
+    ) -> impl Future<Output = R<Created>> + Send + 'static {
+        let submitted: Pin<Box<dyn Future<Output = R<Created>> + Send>> =
+            each!(self, s => Box::pin(s.create(new, now)));
+        submitted
+    }
+    async fn get(&self, id: &str) -> R<Option<(Command, Vec<HistoryEntry>)>> {
+        each!(self, s => s.get(id).await)
+    }
+    async fn list(
+        &self,
+        device: &DeviceId,
+        state: Option<CommandState>,
+        limit: u32,
+    ) -> R<Vec<Command>> {
+        each!(self, s => s.list(device, state, limit).await)
+    }
+    async fn undelivered_before(&self, network: Network, before: i64) -> R<Vec<Command>> {
+        each!(self, s => s.undelivered_before(network, before).await)
+    }
+    async fn queued_commands(&self) -> R<Vec<QueuedCommand>> {
+        each!(self, s => s.queued_commands().await)
+    }
+    async fn mark_scheduled(
+        &self,
+        taken: &[(String, String)],
+        now: i64,
+    ) -> R<Vec<(Command, HistoryEntry)>> {
+        each!(self, s => s.mark_scheduled(taken, now).await)
+    }
+    async fn replay_scheduled(
+        &self,
+        taken: &[(String, String)],
+        at: i64,
+    ) -> R<Vec<(Command, HistoryEntry)>> {
+        each!(self, s => s.replay_scheduled(taken, at).await)
+    }
+    async fn transition(
+        &self,
+        id: &str,
+        from: &[CommandState],
+        to: CommandState,
+        reason: Option<&str>,
+        now: i64,
+    ) -> R<Option<(Command, HistoryEntry)>> {
+        each!(self, s => s.transition(id, from, to, reason, now).await)
+    }
+    async fn cancel(
+        &self,
+        id: &str,
+        by: &Origin,
+        reason: &str,
+        now: i64,
+    ) -> R<Option<(Command, HistoryEntry)>> {
+        each!(self, s => s.cancel(id, by, reason, now).await)
+    }
+    async fn create_batch(
+        &self,
+        batch_id: &str,
+        news: Vec<NewCommand>,
+        now: i64,
+    ) -> R<Option<Vec<R<Created>>>> {
+        each!(self, s => s.create_batch(batch_id, news, now).await)
+    }
+    async fn batch_counts(&self, batch_id: &str) -> R<Vec<(CommandState, u64)>> {
+        each!(self, s => s.batch_counts(batch_id).await)
+    }
+    async fn batch_devices(&self, batch_id: &str) -> R<Vec<DeviceId>> {
+        each!(self, s => s.batch_devices(batch_id).await)
+    }
+    async fn by_network_ref(&self, network_ref: &str) -> R<Vec<Command>> {
+        each!(self, s => s.by_network_ref(network_ref).await)
+    }
+    async fn unconfirmed_handovers(&self, before: i64) -> R<Vec<(DeviceId, String)>> {
+        each!(self, s => s.unconfirmed_handovers(before).await)
+    }
+    async fn by_counter(&self, device: &DeviceId, counter: u16) -> R<Option<Command>> {
+        each!(self, s => s.by_counter(device, counter).await)
+    }
+    async fn expire_due(&self, now: i64) -> R<Vec<(Command, HistoryEntry)>> {
+        each!(self, s => s.expire_due(now).await)
+    }
+    async fn devices_with_open_commands(&self) -> R<Vec<DeviceId>> {
+        each!(self, s => s.devices_with_open_commands().await)
+    }
+    async fn pending_count(&self, device: &DeviceId) -> R<u64> {
+        each!(self, s => s.pending_count(device).await)
+    }
+    async fn events_confirmed_through(&self) -> R<Option<i64>> {
+        each!(self, s => s.events_confirmed_through().await)
+    }
+    async fn set_events_confirmed_through(&self, at: i64) -> R<()> {
+        each!(self, s => s.set_events_confirmed_through(at).await)
+    }
+    async fn history_since(&self, at: i64) -> R<Vec<(Command, HistoryEntry)>> {
+        each!(self, s => s.history_since(at).await)
+    }
+    async fn ping(&self) -> bool {
+        each!(self, s => s.ping().await)
+    }
+    async fn maintain(&self) {
+        each!(self, s => s.maintain().await)
+    }
+    fn journal_path(&self) -> Option<std::path::PathBuf> {
+        each!(self, s => s.journal_path())
+    }
+}
+
+impl DeviceFacts for Store {
+    fn set_device_facts<'a>(
+        &'a self,
+        facts: &'a [(DeviceId, String, DeviceClass)],
+    ) -> StoreFuture<'a, ()> {
+        each!(self, s => s.set_device_facts(facts))
+    }
+    fn device_facts<'a>(
+        &'a self,
+        devices: &'a [DeviceId],
+    ) -> StoreFuture<'a, Vec<(DeviceId, String, DeviceClass)>> {
+        each!(self, s => s.device_facts(devices))
+    }
+}
+
+impl Quotas for Store {
+    fn take_daily_quota<'a>(
+        &'a self,
+        device: &'a DeviceId,
+        day: i64,
+        limit: u32,
+    ) -> StoreFuture<'a, bool> {
+        each!(self, s => s.take_daily_quota(device, day, limit))
+    }
+    fn return_daily_quota<'a>(&'a self, device: &'a DeviceId, day: i64) -> StoreFuture<'a, ()> {
+        each!(self, s => s.return_daily_quota(device, day))
+    }
+    fn take_shared_quota<'a>(
+        &'a self,
+        name: &'a str,
+        day: i64,
+        limit: u32,
+    ) -> StoreFuture<'a, bool> {
+        each!(self, s => s.take_shared_quota(name, day, limit))
+    }
+    fn return_shared_quota<'a>(&'a self, name: &'a str, day: i64) -> StoreFuture<'a, ()> {
+        each!(self, s => s.return_shared_quota(name, day))
+    }
+}
+
+impl GroupMembers for Store {
+    fn group_members(&self) -> StoreFuture<'_, Vec<(String, DeviceId, String)>> {
+        each!(self, s => s.group_members())
+    }
+    fn set_group_member<'a>(
+        &'a self,
+        group: &'a str,
+        device: &'a DeviceId,
+        source: &'a str,
+        present: bool,
+    ) -> StoreFuture<'a, ()> {
+        each!(self, s => s.set_group_member(group, device, source, present))
+    }
+}
+
+impl RequestCounters for Store {
+    fn advance_request_counter<'a>(
+        &'a self,
+        device: &'a DeviceId,
+        counter: u32,
+    ) -> StoreFuture<'a, bool> {
+        each!(self, s => s.advance_request_counter(device, counter))
+    }
+    fn advance_sms_counter<'a>(
+        &'a self,
+        device: &'a DeviceId,
+        counter: u32,
+    ) -> StoreFuture<'a, bool> {
+        each!(self, s => s.advance_sms_counter(device, counter))
+    }
 }
