@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # longproto's one test command, for a newcomer and for CI alike:
 #   ./tools/test.sh
-# It installs what the tests need when it is missing (mosquitto and promtool from apt, the
+# It installs what the tests need when it is missing (mosquitto, PostgreSQL and promtool
+# from apt, the
 # thumbv6m-none-eabi target, clippy and rustfmt, elf2uf2-rs, defmt-print, cargo-nextest
 # and cargo-fuzz, rp2040js from npm; Node.js from apt if the machine has none), then runs
 # every check.
@@ -37,6 +38,7 @@ command -v node >/dev/null 2>&1 || apt_missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || apt_missing+=(npm)
 python3 -c 'import cryptography' 2>/dev/null || apt_missing+=(python3-cryptography)
 command -v promtool >/dev/null 2>&1 || apt_missing+=(prometheus)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_missing+=(postgresql)
 if [ ${#apt_missing[@]} -gt 0 ]; then
     step "installing ${apt_missing[*]} (apt)"
     as_root apt-get update -qq
@@ -85,10 +87,18 @@ step "emulator: rp2040js (npm) and defmt-print for the firmware-in-the-loop test
 (cd device-node/rp2040/emulator && npm ci --no-audit --no-fund --loglevel=error)
 command -v defmt-print >/dev/null 2>&1 || cargo install --locked defmt-print
 
-step "host tests"
+step "host tests, with a PostgreSQL of their own (tools/postgres.sh: a temporary cluster on a free port)"
 log=$(mktemp)
 unit_dir=$(mktemp -d)
-trap 'rm -rf "$log" "$unit_dir"' EXIT
+pg_dir=$(mktemp -d)
+cleanup() {
+    ./tools/postgres.sh stop "$pg_dir" || true
+    rm -rf "$log" "$unit_dir" "$pg_dir" "${demo_out:-}"
+}
+trap cleanup EXIT
+LONGPROTO_TEST_POSTGRES=$(./tools/postgres.sh start "$pg_dir" | tail -n 1)
+export LONGPROTO_TEST_POSTGRES
+echo "PostgreSQL: $LONGPROTO_TEST_POSTGRES"
 if ! cargo nextest --version >/dev/null 2>&1; then
     step "installing cargo-nextest"
     cargo install --locked cargo-nextest
@@ -111,7 +121,6 @@ if [ -z "$run_line" ]; then
 fi
 echo "\$ $run_line"
 demo_out=$(mktemp)
-trap 'rm -rf "$log" "$unit_dir" "$demo_out"' EXIT
 setsid bash -c "exec $run_line" >"$demo_out" 2>&1 &
 demo_pid=$!
 demo_devices=(lorawan/70b3d57ed0000a01 lorawan/70b3d57ed0000c01 sigfox/0051f0a1 cellular/ce11000000000c01 cellular/ce11000000000c02)

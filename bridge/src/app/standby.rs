@@ -3,6 +3,7 @@
 //! takes over; a bridge that can no longer be sure it holds the lock stops at once.
 use super::systemd;
 use crate::commands::store::PgStore;
+use crate::commands::store::postgres::LOCK_POLL;
 use crate::http;
 use crate::metrics::Metrics;
 use std::sync::Arc;
@@ -14,6 +15,11 @@ use tokio_util::sync::CancellationToken;
 /// `Restart=on-failure` starts it again, as a standby.
 pub const EXIT_LOCK_LOST: i32 = 75;
 
+/// How long a bridge that has just taken the lock waits before it acts: a bridge that
+/// lost the lock because its session was ended (not silenced) learns it at its next
+/// check, within [`LOCK_POLL`], and must be gone first.
+pub const TAKEOVER_GRACE: std::time::Duration = std::time::Duration::from_millis(2 * LOCK_POLL.as_millis() as u64);
+
 /// Waits until this bridge holds the lock, serving the standby's answers on a second
 /// handle of `listener` meanwhile (the same socket: no gap when the active routes take
 /// it over), and telling systemd it is ready as a standby.
@@ -24,6 +30,7 @@ pub async fn take_lock(
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
     if pg.try_lock().await.unwrap_or(false) {
+        tokio::time::sleep(TAKEOVER_GRACE).await;
         return Ok(());
     }
     let store = Arc::new(AtomicBool::new(true));
@@ -47,6 +54,7 @@ pub async fn take_lock(
         }
     })
     .await;
+    tokio::time::sleep(TAKEOVER_GRACE).await;
     stop.cancel();
     let _ = server.await;
     tracing::info!("active: this bridge holds the PostgreSQL lock; taking over");

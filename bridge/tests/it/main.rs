@@ -21,4 +21,5 @@ mod packaging;
 mod shutdown;
 mod sigfox;
 mod sms;
+mod standby;
 mod tls;

@@ -685,3 +685,21 @@ impl Pki {
         )
     }
 }
+
+/// A new, empty PostgreSQL database on the test server (`LONGPROTO_TEST_POSTGRES`,
+/// which ./tools/test.sh starts): its URL.
+pub async fn postgres_database() -> String {
+    use sqlx::Connection;
+    let base = std::env::var("LONGPROTO_TEST_POSTGRES").expect(
+        "LONGPROTO_TEST_POSTGRES is not set: ./tools/test.sh starts a PostgreSQL for the tests",
+    );
+    let name = format!("t_{}", uuid_like().replace('-', ""));
+    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let mut url = url::Url::parse(&base).unwrap();
+    url.set_path(&name);
+    url.to_string()
+}
