@@ -18,6 +18,9 @@
 //!    stream of (1) starts: the time until all are queued (its `202`), and the class A
 //!    window latency of the uplinks sent meanwhile and of the whole stream, against the
 //!    same stream with no batch, in the same run.
+//! 5. `-- postgres`: (2) and the 5,000 uplinks/s window of (1) on SQLite and on
+//!    PostgreSQL, side by side in the same run (PostgreSQL: `LONGPROTO_TEST_POSTGRES`, or
+//!    one started by tools/postgres.sh for the run).
 #[path = "../tests/it/common/mod.rs"]
 mod common;
 
@@ -92,10 +95,19 @@ async fn uplinks(
 
 /// Section 1, and section 4 with `batch` > 0: a group of that many other devices takes
 /// one command as the stream starts.
-async fn downlink_latency(rate: u64, fleet: u64, with_commands: u64, batch: u64) {
+async fn downlink_latency(
+    rate: u64,
+    fleet: u64,
+    with_commands: u64,
+    batch: u64,
+    store: Option<&str>,
+) {
     let broker = Mosquitto::start();
     let mut s = settings(&broker, &format!("bench-down-{rate}"));
     s.logging.level = "error".into();
+    if let Some(url) = store {
+        s.storage.url = url.into();
+    }
     s.operators.group.insert(
         "batch".into(),
         (0..batch)
@@ -283,13 +295,35 @@ async fn main() {
         downlinks().await;
     }
     if run("creation") {
-        creations().await;
+        creations(None).await;
     }
     if run("burst") {
         burst().await;
     }
     if run("batch") {
         batches().await;
+    }
+    if words.iter().any(|w| w == "postgres") {
+        stores().await;
+    }
+}
+
+/// Creations and the 5,000 uplinks/s window on SQLite, then on PostgreSQL, in one run.
+async fn stores() {
+    let _pg = postgres_for_the_run();
+    for backend in ["SQLite", "PostgreSQL"] {
+        let url = match backend {
+            "SQLite" => None,
+            _ => Some(postgres_database().await),
+        };
+        println!("== store: {backend}");
+        creations(url.as_deref()).await;
+        let url = match backend {
+            "SQLite" => None,
+            _ => Some(postgres_database().await),
+        };
+        println!("uplink → command/down on {backend}:");
+        downlink_latency(5000, 1000, 1000, 0, url.as_deref()).await;
     }
 }
 
@@ -298,8 +332,8 @@ async fn batches() {
         "a command to a group of 10,000 devices posted as the stream starts, against the same stream without it:"
     );
     for rate in [1000, 5000] {
-        downlink_latency(rate, 1000, 1000, 0).await;
-        downlink_latency(rate, 1000, 1000, 10_000).await;
+        downlink_latency(rate, 1000, 1000, 0, None).await;
+        downlink_latency(rate, 1000, 1000, 10_000, None).await;
     }
 }
 
@@ -369,11 +403,11 @@ async fn downlinks() {
         (5000, 10_000, 1000),
         (5000, 10_000, 10_000),
     ] {
-        downlink_latency(rate, fleet, with, 0).await;
+        downlink_latency(rate, fleet, with, 0, None).await;
     }
 }
 
-async fn creations() {
+async fn creations(store: Option<&str>) {
     println!("durable command creation through HTTP, 8 and 64 keep-alive connections, 3 s each:");
     // baseline: the same HTTP stack, the same body parsed, no store
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -389,6 +423,9 @@ async fn creations() {
     let broker = Mosquitto::start();
     let mut s = settings(&broker, "bench-create");
     s.logging.level = "error".into();
+    if let Some(url) = store {
+        s.storage.url = url.into();
+    }
     let bridge = start_bridge(&broker, s).await;
     for conns in [8, 64] {
         let baseline = creation_rate(

@@ -16,6 +16,13 @@
 //!   frames the vehicles received again and refused), executed twice (actuator runs
 //!   beyond the distinct commands the bridge saw executed);
 //! - the bridge's RSS and open files over time, per process.
+//!
+//! SOAK_STANDBY=1: two bridges on one PostgreSQL (`LONGPROTO_TEST_POSTGRES`, or one
+//! started by tools/postgres.sh for the run) and one broker, an active one and a standby
+//! (docs/deployment.md); the fault is then a `kill -9` of the active bridge every
+//! SOAK_TAKEOVER_S (default 120), started again at once as the new standby, and no broker
+//! restarts. Each takeover is timed from the kill to the first `command/down` after it
+//! and to the standby's `/healthz` answering `active`; unlocks go to whichever answers.
 #[path = "../tests/it/common/mod.rs"]
 mod common;
 
@@ -44,8 +51,14 @@ struct Bridge {
 }
 
 impl Bridge {
-    fn new(broker: &Mosquitto) -> Self {
+    /// `store`: a storage URL in place of the SQLite file in its directory.
+    fn new(broker: &Mosquitto, store: Option<&str>) -> Self {
         let (config, addr, dir) = binary_config(broker, "bridge-soak");
+        if let Some(url) = store {
+            let sqlite = format!("sqlite://{}/bridge.db", dir.path().display());
+            let text = std::fs::read_to_string(&config).unwrap();
+            std::fs::write(&config, text.replace(&sqlite, url)).unwrap();
+        }
         Bridge {
             config,
             addr,
@@ -124,10 +137,45 @@ async fn main() {
     let unlock_every = Duration::from_millis(env_or("SOAK_UNLOCK_EVERY_MS", 2000));
     let run_for = Duration::from_secs(minutes * 60);
     let drain = Duration::from_secs(env_or("SOAK_DRAIN_S", 180));
+    let standby = env_or("SOAK_STANDBY", 0) == 1;
+    let takeover_every = Duration::from_secs(env_or("SOAK_TAKEOVER_S", 120));
     let mut broker = Mosquitto::start();
-    let mut bridge = Bridge::new(&broker);
-    bridge.start();
+    let (_pg, store) = match standby {
+        true => {
+            let pg = postgres_for_the_run();
+            (pg, Some(postgres_database().await))
+        }
+        false => (None, None),
+    };
+    let mut nodes = vec![Bridge::new(&broker, store.as_deref())];
+    if standby {
+        nodes.push(Bridge::new(&broker, store.as_deref()));
+    }
+    nodes[0].start();
     wait_status(&broker, b"online").await;
+    for standby in &mut nodes[1..] {
+        standby.start();
+    }
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let mut active = 0;
+    // when each command/down arrived: the first after a kill is the takeover's first window
+    let downs = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    {
+        let downs = downs.clone();
+        let (client, eventloop) =
+            rumqttc::AsyncClient::new(client_options(&broker, "soak-tap-down", true), 100_000);
+        subscriber(
+            client,
+            eventloop,
+            &["application/+/device/+/command/down"],
+            move |_| {
+                downs.lock().unwrap().push(Instant::now());
+                true
+            },
+        )
+        .await;
+    }
+    let mut takeovers: Vec<(Duration, Duration)> = Vec::new();
 
     let ups = tap(
         &broker,
@@ -159,7 +207,7 @@ async fn main() {
         Targets {
             mqtt_host: "127.0.0.1".into(),
             mqtt_port: broker.port,
-            http: Some(bridge.addr),
+            http: Some(addrs[0]),
             sigfox_secret: String::new(),
             application_id: "fleet".into(),
             topic_root: "longproto/v1".into(),
@@ -173,7 +221,7 @@ async fn main() {
     let created = Arc::new(Mutex::new(Vec::<String>::new()));
     let stop_unlocks = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let unlocks = {
-        let (created, stop, addr) = (created.clone(), stop_unlocks.clone(), bridge.addr);
+        let (created, stop, addrs) = (created.clone(), stop_unlocks.clone(), addrs.clone());
         tokio::spawn(async move {
             let mut n = 0u64;
             for eui in ids.iter().cycle() {
@@ -185,19 +233,20 @@ async fn main() {
                 let id = format!("soak-{n}");
                 let body = json!({"id": id, "command": "unlock", "args": {"auto_relock_s": 60}, "ttl_s": 900});
                 let path = format!("/v1/devices/lorawan/{eui}/commands");
-                loop {
+                // as a load balancer would: to whichever bridge takes it
+                'posted: for addr in addrs.iter().cycle() {
                     let auth = format!("Bearer {TOKEN}");
                     let bytes = serde_json::to_vec(&body).unwrap();
                     let r = tokio::time::timeout(
                         Duration::from_secs(5),
-                        try_post(addr, &path, &auth, &bytes),
+                        try_post(*addr, &path, &auth, &bytes),
                     )
                     .await;
                     if let Ok(Some(202)) = r {
                         created.lock().unwrap().push(id.clone());
-                        break;
+                        break 'posted;
                     }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tokio::time::sleep(Duration::from_millis(250)).await;
                 }
             }
         })
@@ -209,11 +258,15 @@ async fn main() {
     let mut samples: BTreeMap<u64, (u32, u64, usize)> = BTreeMap::new();
     let (mut broker_restarts, mut kills) = (0, 0);
     let mut next_broker = Duration::from_secs(300);
-    let mut next_kill = Duration::from_secs(150);
+    let mut next_kill = match standby {
+        true => takeover_every,
+        false => Duration::from_secs(150),
+    };
     let mut next_sample = Duration::ZERO;
     while started.elapsed() < run_for {
         let t = started.elapsed();
         if t >= next_sample {
+            let bridge = &nodes[active];
             if let Some((rss, files)) = bridge.pid().and_then(usage) {
                 samples.insert(t.as_secs(), (bridge.pid().unwrap(), rss, files));
             }
@@ -229,14 +282,38 @@ async fn main() {
             );
             next_sample += Duration::from_secs(30);
         }
-        if t >= next_broker {
+        if standby && t >= next_kill {
+            // the active bridge dies; systemd would start it again, as the standby
+            nodes[active].kill9();
+            let killed = Instant::now();
+            nodes[active].start();
+            active = (active + 1) % nodes.len();
+            let healthy = until_active(nodes[active].addr, Duration::from_secs(30)).await;
+            let first_window = loop {
+                let first = downs.lock().unwrap().iter().find(|d| **d > killed).copied();
+                if let Some(at) = first {
+                    break at - killed;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            println!(
+                "{:>5} s  takeover: kill -9 → standby active {healthy:?}, first window {first_window:?}",
+                t.as_secs()
+            );
+            takeovers.push((healthy, first_window));
+            kills += 1;
+            next_kill += takeover_every;
+            continue;
+        }
+        if !standby && t >= next_broker {
             broker.stop();
             tokio::time::sleep(Duration::from_secs(2)).await;
             broker.start_again();
             broker_restarts += 1;
             next_broker += Duration::from_secs(300);
         }
-        if t >= next_kill {
+        if !standby && t >= next_kill {
+            let bridge = &mut nodes[active];
             bridge.kill9();
             tokio::time::sleep(Duration::from_secs(1)).await;
             bridge.start();
@@ -266,7 +343,13 @@ async fn main() {
     let created = created.lock().unwrap().clone();
     let mut states: BTreeMap<String, u32> = BTreeMap::new();
     for id in &created {
-        let (status, v) = api(bridge.addr, "GET", &format!("/v1/commands/{id}"), None).await;
+        let (status, v) = api(
+            nodes[active].addr,
+            "GET",
+            &format!("/v1/commands/{id}"),
+            None,
+        )
+        .await;
         let state = if status == 404 {
             "LOST (404)".to_owned()
         } else {
@@ -279,9 +362,27 @@ async fn main() {
     println!(
         "\n== soak: {minutes} min, {devices} LoRaWAN devices (10 % class C, every 60 s), an unlock every {unlock_every:?}"
     );
-    println!(
-        "faults: {broker_restarts} mosquitto restarts (SIGTERM, 2 s down), {kills} bridge kill -9 (1 s down)"
-    );
+    if standby {
+        println!(
+            "faults: {kills} takeovers (kill -9 of the active bridge every {takeover_every:?}, started again as the standby)"
+        );
+        let mut healthy: Vec<Duration> = takeovers.iter().map(|t| t.0).collect();
+        let mut first: Vec<Duration> = takeovers.iter().map(|t| t.1).collect();
+        healthy.sort();
+        first.sort();
+        println!(
+            "takeover, kill -9 → first window filled by the standby: min {:?} median {:?} max {:?}; → /healthz active: median {:?} max {:?}",
+            first.first().copied().unwrap_or_default(),
+            first.get(first.len() / 2).copied().unwrap_or_default(),
+            first.last().copied().unwrap_or_default(),
+            healthy.get(healthy.len() / 2).copied().unwrap_or_default(),
+            healthy.last().copied().unwrap_or_default(),
+        );
+    } else {
+        println!(
+            "faults: {broker_restarts} mosquitto restarts (SIGTERM, 2 s down), {kills} bridge kill -9 (1 s down)"
+        );
+    }
     println!(
         "uplinks: {} distinct at the broker ({dup_ups} repeats), {} distinct telemetry; lost {}, duplicated telemetry {dup_telemetry}",
         ups.len(),
@@ -303,7 +404,24 @@ async fn main() {
     for (t, (pid, rss, files)) in &samples {
         println!("  {t:>5}: {pid} {rss} {files}");
     }
-    bridge.kill9();
+    for mut n in nodes {
+        n.kill9();
+    }
+}
+
+/// Waits until the bridge at `addr` answers `/healthz` as the active one; how long.
+async fn until_active(addr: SocketAddr, within: Duration) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        let r = longproto_fleet::http::request(addr, "GET", "/healthz", &[], b"");
+        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), r).await {
+            if r.status == 200 {
+                return start.elapsed();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{addr} did not become active within {within:?}");
 }
 
 /// POSTs JSON; the status, or None when the bridge does not answer.

@@ -18,7 +18,8 @@ pub const EXIT_LOCK_LOST: i32 = 75;
 /// How long a bridge that has just taken the lock waits before it acts: a bridge that
 /// lost the lock because its session was ended (not silenced) learns it at its next
 /// check, within [`LOCK_POLL`], and must be gone first.
-pub const TAKEOVER_GRACE: std::time::Duration = std::time::Duration::from_millis(2 * LOCK_POLL.as_millis() as u64);
+pub const TAKEOVER_GRACE: std::time::Duration =
+    std::time::Duration::from_millis(2 * LOCK_POLL.as_millis() as u64);
 
 /// Waits until this bridge holds the lock, serving the standby's answers on a second
 /// handle of `listener` meanwhile (the same socket: no gap when the active routes take

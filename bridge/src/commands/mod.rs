@@ -121,6 +121,9 @@ pub struct Commands<S = store::Store> {
     /// The sequence number of the last window the store holds: state changes and
     /// lookups by downlink wait for the windows taken before them (see [`Commands::settled`]).
     stored: watch::Sender<u64>,
+    /// The last window the store holds, announced or not: what a window without a
+    /// journal waits for before its hand-over.
+    recorded: watch::Sender<u64>,
     /// Devices that may have commands not yet final: only their acknowledgement records
     /// are looked up in the store (anyone can send an ack record; it costs nothing then).
     commanded: Mutex<HashSet<DeviceId>>,
@@ -271,6 +274,7 @@ impl<S: CommandStore> Commands<S> {
             persist,
             windows: Mutex::new(WindowLog { journal, taken: 0 }),
             stored: watch::Sender::new(0),
+            recorded: watch::Sender::new(0),
             commanded: Mutex::new(commanded),
             due: Mutex::new(HashMap::new()),
             changed_batches: Mutex::new(std::collections::HashSet::new()),
@@ -315,6 +319,20 @@ impl<S: CommandStore> Commands<S> {
     /// handed over already (the journal holds them): a failed write is retried until the
     /// store takes it.
     async fn persister(this: Weak<Commands<S>>, mut rx: mpsc::UnboundedReceiver<Take>) {
+        // the announcements, in order, on a task of their own: the next windows' write
+        // does not wait behind them (they may wait for room in the MQTT client)
+        let (announce, mut announcements) =
+            mpsc::unbounded_channel::<(Vec<(Command, HistoryEntry)>, u64)>();
+        let announcer = this.clone();
+        tokio::spawn(async move {
+            while let Some((changes, last)) = announcements.recv().await {
+                let Some(this) = announcer.upgrade() else {
+                    return;
+                };
+                this.announce_all(&changes).await;
+                this.stored.send_replace(last);
+            }
+        });
         while let Some(first) = rx.recv().await {
             let batch = take_batch(first, &mut rx, 500);
             let Some(this) = this.upgrade() else { return };
@@ -349,8 +367,9 @@ impl<S: CommandStore> Commands<S> {
                     "windows carried commands the store no longer had queued"
                 );
             }
-            this.announce_all(&changes).await;
-            this.stored.send_replace(last);
+            // the windows may go; their announcements may wait behind other messages
+            this.recorded.send_replace(last);
+            let _ = announce.send((changes, last));
             let mut log = lock(&this.windows);
             if log.taken == last {
                 if let Some(j) = log
@@ -757,7 +776,8 @@ impl<S: CommandStore> Commands<S> {
             return None;
         }
         if !journaled {
-            self.stored_up_to(seq).await;
+            let mut rx = self.recorded.subscribe();
+            let _ = rx.wait_for(|recorded| *recorded >= seq).await;
         }
         Some(DownlinkPlan {
             device: device.clone(),

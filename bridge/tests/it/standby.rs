@@ -31,15 +31,17 @@ impl Node {
         }
     }
 
-    fn spawn(&self) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_longproto-bridge"))
-            .arg("-c")
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap()
+    fn spawn(&self) -> Running {
+        Running(
+            Command::new(env!("CARGO_BIN_EXE_longproto-bridge"))
+                .arg("-c")
+                .arg(&self.config)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap(),
+        )
     }
 
     /// `/healthz`: status, `Retry-After`, body; `None` while nothing listens.
@@ -73,6 +75,16 @@ impl Node {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// A bridge process, killed when the test ends however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -122,10 +134,13 @@ async fn a_standby_waits_without_a_session_then_takes_over_a_kill_9_losing_nothi
 
     let mut pa = a.spawn();
     wait_status(&broker, b"online").await;
-    let mut status_topic = Watcher::new(&broker, "ha-status", &["longproto/v1/bridge/status"]).await;
-    let retained = status_topic.next_where(Duration::from_secs(5), |_| true).await;
+    let mut status_topic =
+        Watcher::new(&broker, "ha-status", &["longproto/v1/bridge/status"]).await;
+    let retained = status_topic
+        .next_where(Duration::from_secs(5), |_| true)
+        .await;
     assert_eq!(retained.unwrap().1, b"online"[..]);
-    let mut pb = b.spawn();
+    let pb = b.spawn();
     b.until_role("standby", Duration::from_secs(30)).await;
     let (status, retry, body) = b.health().await.unwrap();
     assert_eq!(
@@ -158,8 +173,8 @@ async fn a_standby_waits_without_a_session_then_takes_over_a_kill_9_losing_nothi
     assert_eq!(c2["counter"], 2);
 
     // kill -9; the device goes on talking while no bridge holds the session
-    pa.kill().unwrap();
-    pa.wait().unwrap();
+    pa.0.kill().unwrap();
+    pa.0.wait().unwrap();
     let killed = Instant::now();
     cs.up(eui, 5, 2, &ack(1, 0x01)).await;
     for f_cnt in 3..=6 {
@@ -192,7 +207,11 @@ async fn a_standby_waits_without_a_session_then_takes_over_a_kill_9_losing_nothi
     wait_state(&mut events, c2["id"].as_str().unwrap(), "executed").await;
     let mut seen = f_cnts(&mut tele, Duration::from_millis(1500)).await;
     seen.sort();
-    assert_eq!(seen, (1..=7).collect::<Vec<u64>>(), "uplinks lost or repeated");
+    assert_eq!(
+        seen,
+        (1..=7).collect::<Vec<u64>>(),
+        "uplinks lost or repeated"
+    );
     assert!(
         cs.next_down(Duration::from_millis(500)).await.is_none(),
         "a command went out twice"
@@ -206,10 +225,13 @@ async fn a_standby_waits_without_a_session_then_takes_over_a_kill_9_losing_nothi
             .iter()
             .filter(|h| h["state"] == "executed")
             .count();
-        assert_eq!((v["state"].as_str(), executed), (Some("executed"), 1), "{v}");
+        assert_eq!(
+            (v["state"].as_str(), executed),
+            (Some("executed"), 1),
+            "{v}"
+        );
     }
-    pb.kill().unwrap();
-    pb.wait().unwrap();
+    drop(pb);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,7 +242,7 @@ async fn an_active_bridge_whose_lock_session_ends_exits_before_the_standby_acts(
     let (a, b) = (Node::new(&broker, &db), Node::new(&broker, &db));
     let mut pa = a.spawn();
     wait_status(&broker, b"online").await;
-    let mut pb = b.spawn();
+    let pb = b.spawn();
     b.until_role("standby", Duration::from_secs(30)).await;
     let mut status = Watcher::new(&broker, "ha-status-2", &["longproto/v1/bridge/status"]).await;
     status
@@ -244,7 +266,7 @@ async fn an_active_bridge_whose_lock_session_ends_exits_before_the_standby_acts(
         .await
         .unwrap();
     let ended_at = Instant::now();
-    let code = exit_code_within(&mut pa, Duration::from_secs(3));
+    let code = exit_code_within(&mut pa.0, Duration::from_secs(3));
     let exited = ended_at.elapsed();
     assert_eq!(code, Some(75), "the active bridge did not stop at once");
     // its last will, then the standby's online: the standby acted after A had gone
@@ -258,6 +280,5 @@ async fn an_active_bridge_whose_lock_session_ends_exits_before_the_standby_acts(
     assert_eq!(seen, ["offline", "online"]);
     b.until_role("active", Duration::from_secs(5)).await;
     eprintln!("lock session ended: the active bridge exited in {exited:?}");
-    pb.kill().unwrap();
-    pb.wait().unwrap();
+    drop(pb);
 }

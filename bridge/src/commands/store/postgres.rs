@@ -4,10 +4,12 @@
 //! As with SQLite, one writer at a time: every write takes [`PgStore::writer`] and runs
 //! as one statement (creations: one transaction per group), so that creations, windows
 //! and state changes of one bridge never wait on each other's row locks or deadlock;
-//! reads go to the pool. Commits are PostgreSQL's default (`synchronous_commit = on`):
-//! a creation and a window are on the server's disk before their `202` or hand-over.
-//! There is no window journal: a window waits for its store write (see
-//! docs/architecture.md, "With PostgreSQL, the window is written before its hand-over").
+//! reads go to the pool. Creations commit with `synchronous_commit = on` (on the
+//! server's disk before their `202`), everything else with `off` (on the server, where
+//! a standby reads it, when the statement returns), as the SQLite store's `FULL` and
+//! `NORMAL`. There is no window journal: a window waits for its store write (see
+//! docs/architecture.md, "With PostgreSQL, a window is in the database before its
+//! hand-over").
 //!
 //! Which bridge is active is decided by a session-level advisory lock, held by a
 //! session of its own ([`PgStore::wait_for_lock`], [`PgStore::watch_lock`]).
@@ -78,7 +80,8 @@ pub struct PgStore {
     writer: Arc<tokio::sync::Mutex<()>>,
     /// The session that holds (or waits for) the advisory lock.
     lock: Arc<tokio::sync::Mutex<Option<PgConnection>>>,
-    options: PgConnectOptions,
+    /// For the lock session (boxed: the options are most of the store's size).
+    options: Arc<PgConnectOptions>,
     /// Creations waiting for the next group commit.
     creations: tokio::sync::mpsc::UnboundedSender<PendingCreation>,
     /// Transactions that created commands (a batch's one included).
@@ -129,13 +132,20 @@ impl PgStore {
     /// Connects to the database at `url` (`postgres://…`), without taking the lock or
     /// migrating (see [`Self::wait_for_lock`], [`Self::migrate`]).
     pub async fn connect(url: &str, commits: Counter) -> R<Self> {
+        // state changes and windows commit without waiting for PostgreSQL's disk, as
+        // SQLite's `synchronous = NORMAL`: on the server, where a standby reads them,
+        // when the statement returns; creations wait for the disk (`create_all`)
         let options = PgConnectOptions::from_str(url)?
             .application_name("longproto-bridge")
+            .options([("synchronous_commit", "off")])
             .log_statements(tracing::log::LevelFilter::Trace);
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .min_connections(2)
             .acquire_timeout(Duration::from_secs(5))
+            // no ping before each statement: a connection that broke fails its statement,
+            // which its caller retries or answers 503 for, and is not handed out again
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
         let (creations, pending) = tokio::sync::mpsc::unbounded_channel();
@@ -152,7 +162,7 @@ impl PgStore {
             pool,
             writer,
             lock: Arc::new(tokio::sync::Mutex::new(None)),
-            options,
+            options: Arc::new(options),
             creations,
             commits,
         })
@@ -160,9 +170,7 @@ impl PgStore {
 
     /// A new lock session: PostgreSQL ends it [`SERVER_RELEASE`] after it goes silent.
     async fn lock_session(&self) -> R<PgConnection> {
-        let options = self
-            .options
-            .clone()
+        let options = PgConnectOptions::clone(&self.options)
             .application_name("longproto-bridge lock")
             .options([
                 ("tcp_keepalives_idle", "2"),
@@ -429,6 +437,10 @@ impl PgStore {
 /// the commit.
 async fn create_all(pool: &PgPool, news: &[(&NewCommand, i64)]) -> R<Vec<R<Created>>> {
     let mut tx = pool.begin().await?;
+    // a `202` promises the command: on the server's disk before it
+    sqlx::query("SET LOCAL synchronous_commit = on")
+        .execute(&mut *tx)
+        .await?;
     let ids = given_ids(news);
     let mut stored: HashMap<String, Command> = HashMap::new();
     if !ids.is_empty() {

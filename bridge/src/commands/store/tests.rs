@@ -588,7 +588,10 @@ async fn batches_history_and_event_bookkeeping(backend: Backend) {
     let expired = s.expire_due(62_000).await.unwrap();
     assert_eq!(expired.len(), 1);
     assert_eq!(expired[0].0.state, CommandState::Expired);
-    assert_eq!(s.devices_with_open_commands().await.unwrap(), [a.clone()]);
+    assert_eq!(
+        s.devices_with_open_commands().await.unwrap(),
+        std::slice::from_ref(&a)
+    );
 
     // the history in the order it happened, with the canceller
     let since = s.history_since(3000).await.unwrap();

@@ -703,3 +703,43 @@ pub async fn postgres_database() -> String {
     url.set_path(&name);
     url.to_string()
 }
+
+/// A PostgreSQL for this run unless `LONGPROTO_TEST_POSTGRES` names one: its directory
+/// (stopped by the caller's exit: tools/postgres.sh `stop`).
+pub fn postgres_for_the_run() -> Option<PgRun> {
+    if std::env::var("LONGPROTO_TEST_POSTGRES").is_ok() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../tools/postgres.sh"))
+        .arg("start")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = String::from_utf8(out.stdout).unwrap();
+    // SAFETY: set before the bridges and the fleet start their threads
+    unsafe {
+        std::env::set_var(
+            "LONGPROTO_TEST_POSTGRES",
+            url.trim().lines().last().unwrap(),
+        )
+    };
+    Some(PgRun(dir))
+}
+
+/// A PostgreSQL started for the run, stopped when dropped.
+pub struct PgRun(tempfile::TempDir);
+
+impl Drop for PgRun {
+    fn drop(&mut self) {
+        let _ = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../tools/postgres.sh"))
+            .arg("stop")
+            .arg(self.0.path())
+            .status();
+    }
+}
