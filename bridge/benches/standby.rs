@@ -4,7 +4,8 @@
 //! cargo bench -p longproto-bridge --bench standby   (TAKEOVERS, default 10)
 //!
 //! - PostgreSQL: two bridge binaries, active and standby (docs/deployment.md); the killed
-//!   one is started again at once and becomes the next standby, so the roles alternate.
+//!   one is started again 2 s after the kill (the unit's RestartSec) and becomes the next
+//!   standby, so the roles alternate.
 //! - Baseline, in the same run: one bridge binary on SQLite, killed and started again at
 //!   once (what systemd's `Restart=` does with no delay): the same process start, store
 //!   opening and session resumption, without the lock.
@@ -44,7 +45,7 @@ impl Node {
         let child = Command::new(env!("CARGO_BIN_EXE_longproto-bridge"))
             .arg("-c")
             .arg(&self.config)
-            .env("RUST_LOG", "error")
+            .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -62,16 +63,20 @@ impl Node {
     /// Waits until `/healthz` answers `status`.
     async fn until_health(&self, status: u16) {
         let start = Instant::now();
+        let mut last;
         loop {
             let r = longproto_fleet::http::request(self.addr, "GET", "/healthz", &[], b"");
-            if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), r).await {
-                if r.status == status {
-                    return;
+            match tokio::time::timeout(Duration::from_secs(1), r).await {
+                Ok(Ok(r)) if r.status == status => return,
+                Ok(Ok(r)) => {
+                    last = Some(format!("{} {}", r.status, String::from_utf8_lossy(&r.body)))
                 }
+                Ok(Err(e)) => last = Some(e.to_string()),
+                Err(_) => last = Some("no answer in 1 s".into()),
             }
             assert!(
                 start.elapsed() < Duration::from_secs(60),
-                "no {status} from {}",
+                "no {status} from {} (last: {last:?})",
                 self.addr
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -88,7 +93,8 @@ impl Drop for Node {
 const EUI: &str = "70b3d57ed00b0001";
 
 /// One takeover: a command queued on `active`, which is killed (and started again at
-/// once when `restart`); the time until the next `command/down`.
+/// once when `restart`, else 2 s after the kill); the time until the next
+/// `command/down`.
 async fn takeover(
     cs: &mut ChirpstackDouble,
     f_cnt: &mut u32,
@@ -108,19 +114,25 @@ async fn takeover(
     if restart {
         active.start();
     }
-    loop {
+    let took = loop {
         *f_cnt += 1;
         cs.up(EUI, 5, *f_cnt, "").await;
         if let Some((_, down, _)) = cs.next_down(Duration::from_millis(20)).await {
             let took = killed.elapsed();
             cs.txack(EUI, down["id"].as_str().unwrap()).await;
-            return took;
+            break took;
         }
         assert!(
             killed.elapsed() < Duration::from_secs(60),
             "no window after the kill"
         );
+    };
+    if !restart {
+        // as systemd does, RestartSec=2s after the death
+        tokio::time::sleep(Duration::from_secs(2).saturating_sub(killed.elapsed())).await;
+        active.start();
     }
+    took
 }
 
 fn summary(label: &str, mut v: Vec<Duration>) {
@@ -171,6 +183,16 @@ async fn main() {
     let mut nodes = [Node::new(&broker, Some(&db)), Node::new(&broker, Some(&db))];
     nodes[0].start();
     wait_status(&broker, b"online").await;
+    if std::env::var_os("TAKEOVER_DEBUG").is_some() {
+        for n in &nodes {
+            eprintln!(
+                "{}: {}",
+                n.addr,
+                std::fs::read_to_string(&n.config).unwrap()
+            );
+        }
+    }
+    nodes[0].until_health(200).await;
     nodes[1].start();
     nodes[1].until_health(503).await;
     let mut f_cnt = 0;
@@ -183,7 +205,7 @@ async fn main() {
         } else {
             (&mut b[0], &mut a[0])
         };
-        times.push(takeover(&mut cs, &mut f_cnt, active, true).await);
+        times.push(takeover(&mut cs, &mut f_cnt, active, false).await);
         standby.until_health(200).await;
         active.until_health(503).await;
     }
