@@ -137,7 +137,11 @@ impl PgStore {
         // when the statement returns; creations wait for the disk (`create_all`)
         let options = PgConnectOptions::from_str(url)?
             .application_name("longproto-bridge")
-            .options([("synchronous_commit", "off")])
+            // notices such as "relation already exists, skipping" are not worth a log line
+            .options([
+                ("synchronous_commit", "off"),
+                ("client_min_messages", "warning"),
+            ])
             .log_statements(tracing::log::LevelFilter::Trace);
         let pool = PgPoolOptions::new()
             .max_connections(8)
