@@ -32,7 +32,6 @@ use longproto_fleet::{self as fleet, FleetSpec, Mode, Targets};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,61 +40,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// The real binary, with its configuration and store in a directory of its own.
-struct Bridge {
-    config: std::path::PathBuf,
-    addr: SocketAddr,
-    child: Option<Child>,
-    _dir: tempfile::TempDir,
-}
-
-impl Bridge {
-    /// `store`: a storage URL in place of the SQLite file in its directory.
-    fn new(broker: &Mosquitto, store: Option<&str>) -> Self {
-        let (config, addr, dir) = binary_config(broker, "bridge-soak");
-        if let Some(url) = store {
-            let sqlite = format!("sqlite://{}/bridge.db", dir.path().display());
-            let text = std::fs::read_to_string(&config).unwrap();
-            std::fs::write(&config, text.replace(&sqlite, url)).unwrap();
-        }
-        Bridge {
-            config,
-            addr,
-            child: None,
-            _dir: dir,
-        }
-    }
-
-    fn start(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_longproto-bridge"))
-            .arg("-c")
-            .arg(&self.config)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
-    }
-}
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        self.kill9();
-    }
 }
 
 /// RSS (KiB) and open files of a process.
@@ -154,14 +98,14 @@ async fn main() {
         }
         false => (None, None),
     };
-    let mut nodes = vec![Bridge::new(&broker, store.as_deref())];
+    let mut nodes = vec![BridgeProcess::new(&broker, "bridge-soak", store.as_deref())];
     if standby {
-        nodes.push(Bridge::new(&broker, store.as_deref()));
+        nodes.push(BridgeProcess::new(&broker, "bridge-soak", store.as_deref()));
     }
-    nodes[0].start();
+    nodes[0].start("error");
     wait_status(&broker, b"online").await;
     for standby in &mut nodes[1..] {
-        standby.start();
+        standby.start("error");
     }
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
     let mut active = 0;
@@ -281,7 +225,7 @@ async fn main() {
             active = (active + 1) % nodes.len();
             let healthy = until_active(nodes[active].addr, Duration::from_secs(30)).await;
             tokio::time::sleep(Duration::from_secs(2).saturating_sub(killed.elapsed())).await;
-            nodes[dead].start();
+            nodes[dead].start("error");
             println!(
                 "{:>5} s  takeover: kill -9 → the standby answers /healthz as active after {healthy:?}",
                 t.as_secs()
@@ -302,7 +246,7 @@ async fn main() {
             let bridge = &mut nodes[active];
             bridge.kill9();
             tokio::time::sleep(Duration::from_secs(1)).await;
-            bridge.start();
+            bridge.start("error");
             kills += 1;
             next_kill += Duration::from_secs(600);
         }

@@ -14,79 +14,29 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A bridge binary with its configuration.
-struct Node {
-    config: std::path::PathBuf,
-    addr: std::net::SocketAddr,
-    child: Option<Child>,
-    _dir: tempfile::TempDir,
-}
+/// The bridge binary of the benchmark.
+type Node = BridgeProcess;
 
-impl Node {
-    fn new(broker: &Mosquitto, store: Option<&str>) -> Node {
-        let (config, addr, dir) = binary_config(broker, "bridge-takeover");
-        if let Some(url) = store {
-            let sqlite = format!("sqlite://{}/bridge.db", dir.path().display());
-            let text = std::fs::read_to_string(&config).unwrap();
-            std::fs::write(&config, text.replace(&sqlite, url)).unwrap();
+/// Waits until `/healthz` of `node` answers `status`.
+async fn until_health(node: &Node, status: u16) {
+    let start = Instant::now();
+    let mut last;
+    loop {
+        let r = longproto_fleet::http::request(node.addr, "GET", "/healthz", &[], b"");
+        match tokio::time::timeout(Duration::from_secs(1), r).await {
+            Ok(Ok(r)) if r.status == status => return,
+            Ok(Ok(r)) => last = Some(format!("{} {}", r.status, String::from_utf8_lossy(&r.body))),
+            Ok(Err(e)) => last = Some(e.to_string()),
+            Err(_) => last = Some("no answer in 1 s".into()),
         }
-        Node {
-            config,
-            addr,
-            child: None,
-            _dir: dir,
-        }
-    }
-
-    fn start(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_longproto-bridge"))
-            .arg("-c")
-            .arg(&self.config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Waits until `/healthz` answers `status`.
-    async fn until_health(&self, status: u16) {
-        let start = Instant::now();
-        let mut last;
-        loop {
-            let r = longproto_fleet::http::request(self.addr, "GET", "/healthz", &[], b"");
-            match tokio::time::timeout(Duration::from_secs(1), r).await {
-                Ok(Ok(r)) if r.status == status => return,
-                Ok(Ok(r)) => {
-                    last = Some(format!("{} {}", r.status, String::from_utf8_lossy(&r.body)))
-                }
-                Ok(Err(e)) => last = Some(e.to_string()),
-                Err(_) => last = Some("no answer in 1 s".into()),
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "no {status} from {} (last: {last:?})",
-                self.addr
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill9();
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no {status} from {} (last: {last:?})",
+            node.addr
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -112,7 +62,7 @@ async fn takeover(
     active.kill9();
     let killed = Instant::now();
     if restart {
-        active.start();
+        active.start("warn");
     }
     let took = loop {
         *f_cnt += 1;
@@ -130,7 +80,7 @@ async fn takeover(
     if !restart {
         // as systemd does, RestartSec=2s after the death
         tokio::time::sleep(Duration::from_secs(2).saturating_sub(killed.elapsed())).await;
-        active.start();
+        active.start("warn");
     }
     took
 }
@@ -163,15 +113,15 @@ async fn main() {
     let baseline = {
         let broker = Mosquitto::start();
         let mut cs = ChirpstackDouble::new(&broker, "app-takeover").await;
-        let mut node = Node::new(&broker, None);
-        node.start();
+        let mut node = Node::new(&broker, "bridge-takeover", None);
+        node.start("warn");
         wait_status(&broker, b"online").await;
         let mut f_cnt = 0;
         cs.up(EUI, 5, 0, "").await;
         let mut times = Vec::new();
         for _ in 0..n {
             times.push(takeover(&mut cs, &mut f_cnt, &mut node, true).await);
-            node.until_health(200).await;
+            until_health(&node, 200).await;
         }
         times
     };
@@ -180,21 +130,15 @@ async fn main() {
     let broker = Mosquitto::start();
     let mut cs = ChirpstackDouble::new(&broker, "app-takeover").await;
     let db = postgres_database().await;
-    let mut nodes = [Node::new(&broker, Some(&db)), Node::new(&broker, Some(&db))];
-    nodes[0].start();
+    let mut nodes = [
+        Node::new(&broker, "bridge-takeover", Some(&db)),
+        Node::new(&broker, "bridge-takeover", Some(&db)),
+    ];
+    nodes[0].start("warn");
     wait_status(&broker, b"online").await;
-    if std::env::var_os("TAKEOVER_DEBUG").is_some() {
-        for n in &nodes {
-            eprintln!(
-                "{}: {}",
-                n.addr,
-                std::fs::read_to_string(&n.config).unwrap()
-            );
-        }
-    }
-    nodes[0].until_health(200).await;
-    nodes[1].start();
-    nodes[1].until_health(503).await;
+    until_health(&nodes[0], 200).await;
+    nodes[1].start("warn");
+    until_health(&nodes[1], 503).await;
     let mut f_cnt = 0;
     cs.up(EUI, 5, 0, "").await;
     let mut times = Vec::new();
@@ -206,8 +150,8 @@ async fn main() {
             (&mut b[0], &mut a[0])
         };
         times.push(takeover(&mut cs, &mut f_cnt, active, false).await);
-        standby.until_health(200).await;
-        active.until_health(503).await;
+        until_health(standby, 200).await;
+        until_health(active, 503).await;
     }
 
     println!("takeover: kill -9 → first command/down after it (a vehicle uplinking every 20 ms):");

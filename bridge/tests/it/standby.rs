@@ -4,49 +4,31 @@
 //! bridge whose lock session ends exits at once.
 use crate::common::*;
 use serde_json::{Value, json};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 /// Both bridges' MQTT client id: one persistent session, whichever is active.
 const CLIENT: &str = "bridge-ha";
 
-/// A bridge binary's configuration: the shared broker and database, its own HTTP port.
-struct Node {
-    config: std::path::PathBuf,
-    addr: std::net::SocketAddr,
-    _dir: tempfile::TempDir,
-}
+/// A bridge binary on the shared broker and database, its own HTTP port.
+struct Node(BridgeProcess);
 
 impl Node {
     fn new(broker: &Mosquitto, db: &str) -> Node {
-        let (config, addr, dir) = binary_config(broker, CLIENT);
-        let sqlite = format!("sqlite://{}/bridge.db", dir.path().display());
-        let text = std::fs::read_to_string(&config).unwrap();
-        assert!(text.contains(&sqlite));
-        std::fs::write(&config, text.replace(&sqlite, db)).unwrap();
-        Node {
-            config,
-            addr,
-            _dir: dir,
-        }
+        Node(BridgeProcess::new(broker, CLIENT, Some(db)))
     }
 
-    fn spawn(&self) -> Running {
-        Running(
-            Command::new(env!("CARGO_BIN_EXE_longproto-bridge"))
-                .arg("-c")
-                .arg(&self.config)
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap(),
-        )
+    fn spawn(&mut self) {
+        self.0.start("info");
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        self.0.addr
     }
 
     /// `/healthz`: status, `Retry-After`, body; `None` while nothing listens.
     async fn health(&self) -> Option<(u16, Option<String>, Value)> {
-        let r = longproto_fleet::http::request(self.addr, "GET", "/healthz", &[], b"");
+        let r = longproto_fleet::http::request(self.addr(), "GET", "/healthz", &[], b"");
         let r = tokio::time::timeout(Duration::from_secs(2), r)
             .await
             .ok()?
@@ -71,20 +53,10 @@ impl Node {
             assert!(
                 start.elapsed() < within,
                 "{} did not become {role} within {within:?}",
-                self.addr
+                self.addr()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-}
-
-/// A bridge process, killed when the test ends however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -96,7 +68,7 @@ fn ack(counter: u16, opcode: u8) -> String {
 /// A command through the API of `node`: its `202` body.
 async fn command(node: &Node, eui: &str, body: Value) -> Value {
     let path = format!("/v1/devices/lorawan/{eui}/commands");
-    let (status, v) = api(node.addr, "POST", &path, Some(&body)).await;
+    let (status, v) = api(node.addr(), "POST", &path, Some(&body)).await;
     assert_eq!(status, 202, "{v}");
     v
 }
@@ -126,13 +98,13 @@ fn exit_code_within(child: &mut Child, within: Duration) -> Option<i32> {
 async fn a_standby_waits_without_a_session_then_takes_over_a_kill_9_losing_nothing() {
     let broker = Mosquitto::start();
     let db = postgres_database().await;
-    let (a, b) = (Node::new(&broker, &db), Node::new(&broker, &db));
+    let (mut a, mut b) = (Node::new(&broker, &db), Node::new(&broker, &db));
     let eui = "70b3d57ed00a0001";
     let mut cs = ChirpstackDouble::new(&broker, "app-ha").await;
     let mut tele = Watcher::new(&broker, "ha-tele", &["longproto/v1/lorawan/+/telemetry"]).await;
     let mut events = Watcher::new(&broker, "ha-events", &["longproto/v1/+/+/command-events"]).await;
 
-    let mut pa = a.spawn();
+    a.spawn();
     wait_status(&broker, b"online").await;
     let mut status_topic =
         Watcher::new(&broker, "ha-status", &["longproto/v1/bridge/status"]).await;
@@ -140,7 +112,7 @@ async fn a_standby_waits_without_a_session_then_takes_over_a_kill_9_losing_nothi
         .next_where(Duration::from_secs(5), |_| true)
         .await;
     assert_eq!(retained.unwrap().1, b"online"[..]);
-    let pb = b.spawn();
+    b.spawn();
     b.until_role("standby", Duration::from_secs(30)).await;
     let (status, retry, body) = b.health().await.unwrap();
     assert_eq!(
@@ -151,7 +123,7 @@ async fn a_standby_waits_without_a_session_then_takes_over_a_kill_9_losing_nothi
             &json!({"role": "standby", "mqtt": "down", "store": "up"})
         )
     );
-    let (status, body) = api(b.addr, "GET", &format!("/v1/devices/lorawan/{eui}"), None).await;
+    let (status, body) = api(b.addr(), "GET", &format!("/v1/devices/lorawan/{eui}"), None).await;
     assert_eq!((status, &body["error"]["code"]), (503, &json!("standby")));
     let (status, _, body) = a.health().await.unwrap();
     assert_eq!((status, &body["role"]), (200, &json!("active")));
@@ -173,8 +145,7 @@ async fn a_standby_waits_without_a_session_then_takes_over_a_kill_9_losing_nothi
     assert_eq!(c2["counter"], 2);
 
     // kill -9; the device goes on talking while no bridge holds the session
-    pa.0.kill().unwrap();
-    pa.0.wait().unwrap();
+    a.0.kill9();
     let killed = Instant::now();
     cs.up(eui, 5, 2, &ack(1, 0x01)).await;
     for f_cnt in 3..=6 {
@@ -218,7 +189,7 @@ async fn a_standby_waits_without_a_session_then_takes_over_a_kill_9_losing_nothi
     );
     for c in [&c1, &c2] {
         let path = format!("/v1/commands/{}", c["id"].as_str().unwrap());
-        let (_, v) = api(b.addr, "GET", &path, None).await;
+        let (_, v) = api(b.addr(), "GET", &path, None).await;
         let executed = v["history"]
             .as_array()
             .unwrap()
@@ -231,7 +202,6 @@ async fn a_standby_waits_without_a_session_then_takes_over_a_kill_9_losing_nothi
             "{v}"
         );
     }
-    drop(pb);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,10 +209,10 @@ async fn an_active_bridge_whose_lock_session_ends_exits_before_the_standby_acts(
     use sqlx::Connection;
     let broker = Mosquitto::start();
     let db = postgres_database().await;
-    let (a, b) = (Node::new(&broker, &db), Node::new(&broker, &db));
-    let mut pa = a.spawn();
+    let (mut a, mut b) = (Node::new(&broker, &db), Node::new(&broker, &db));
+    a.spawn();
     wait_status(&broker, b"online").await;
-    let pb = b.spawn();
+    b.spawn();
     b.until_role("standby", Duration::from_secs(30)).await;
     let mut status = Watcher::new(&broker, "ha-status-2", &["longproto/v1/bridge/status"]).await;
     status
@@ -266,7 +236,7 @@ async fn an_active_bridge_whose_lock_session_ends_exits_before_the_standby_acts(
         .await
         .unwrap();
     let ended_at = Instant::now();
-    let code = exit_code_within(&mut pa.0, Duration::from_secs(3));
+    let code = exit_code_within(a.0.child().unwrap(), Duration::from_secs(3));
     let exited = ended_at.elapsed();
     assert_eq!(code, Some(75), "the active bridge did not stop at once");
     // its last will, then the standby's online: the standby acted after A had gone
@@ -280,5 +250,4 @@ async fn an_active_bridge_whose_lock_session_ends_exits_before_the_standby_acts(
     assert_eq!(seen, ["offline", "online"]);
     b.until_role("active", Duration::from_secs(5)).await;
     eprintln!("lock session ended: the active bridge exited in {exited:?}");
-    drop(pb);
 }

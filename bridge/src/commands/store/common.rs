@@ -67,6 +67,11 @@ pub(super) fn device_of(path: &str) -> R<DeviceId> {
     DeviceId::parse_path(path).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// Devices read back from `device` columns.
+pub(super) fn devices_of(rows: Vec<String>) -> R<Vec<DeviceId>> {
+    rows.iter().map(|d| device_of(d)).collect()
+}
+
 /// The history entry the `command_changed` trigger wrote for a command's last change.
 pub(super) fn entry_of(cmd: &Command, at: i64) -> HistoryEntry {
     let counted = matches!(

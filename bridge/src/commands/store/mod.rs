@@ -8,8 +8,9 @@
 //!   requests (cellular).
 //!
 //! Adapters hold only the `dyn` trait they need; the queue is generic over its
-//! [`CommandStore`]. [`sqlite`] and [`postgres`] implement all of them; [`Store`] is
-//! the one `storage.url` chose.
+//! [`CommandStore`]. [`sqlite`] and [`postgres`] each implement [`CommandStore`] and
+//! have the inherent methods behind the other traits; [`Store`], the one `storage.url`
+//! chose, implements them all.
 mod common;
 pub mod postgres;
 pub mod sqlite;
@@ -456,19 +457,27 @@ impl CommandStore for Store {
     }
 }
 
+// The adapters' traits are implemented once, here: each backend has the inherent
+// methods, and the key of a quota of no single device is made in one place.
 impl DeviceFacts for Store {
     fn set_device_facts<'a>(
         &'a self,
         facts: &'a [(DeviceId, String, DeviceClass)],
     ) -> StoreFuture<'a, ()> {
-        each!(self, s => s.set_device_facts(facts))
+        each!(self, s => Box::pin(s.write_device_facts(facts)))
     }
     fn device_facts<'a>(
         &'a self,
         devices: &'a [DeviceId],
     ) -> StoreFuture<'a, Vec<(DeviceId, String, DeviceClass)>> {
-        each!(self, s => s.device_facts(devices))
+        each!(self, s => Box::pin(s.read_device_facts(devices)))
     }
+}
+
+/// The row of a daily quota of no single device (`quota/{name}`): a key no device id
+/// can be.
+fn shared_quota(name: &str) -> String {
+    format!("quota/{name}")
 }
 
 impl Quotas for Store {
@@ -478,10 +487,10 @@ impl Quotas for Store {
         day: i64,
         limit: u32,
     ) -> StoreFuture<'a, bool> {
-        each!(self, s => s.take_daily_quota(device, day, limit))
+        each!(self, s => Box::pin(s.take_quota(device.to_string(), day, limit)))
     }
     fn return_daily_quota<'a>(&'a self, device: &'a DeviceId, day: i64) -> StoreFuture<'a, ()> {
-        each!(self, s => s.return_daily_quota(device, day))
+        each!(self, s => Box::pin(s.return_quota(device.to_string(), day)))
     }
     fn take_shared_quota<'a>(
         &'a self,
@@ -489,16 +498,16 @@ impl Quotas for Store {
         day: i64,
         limit: u32,
     ) -> StoreFuture<'a, bool> {
-        each!(self, s => s.take_shared_quota(name, day, limit))
+        each!(self, s => Box::pin(s.take_quota(shared_quota(name), day, limit)))
     }
     fn return_shared_quota<'a>(&'a self, name: &'a str, day: i64) -> StoreFuture<'a, ()> {
-        each!(self, s => s.return_shared_quota(name, day))
+        each!(self, s => Box::pin(s.return_quota(shared_quota(name), day)))
     }
 }
 
 impl GroupMembers for Store {
     fn group_members(&self) -> StoreFuture<'_, Vec<(String, DeviceId, String)>> {
-        each!(self, s => s.group_members())
+        each!(self, s => Box::pin(s.read_group_members()))
     }
     fn set_group_member<'a>(
         &'a self,
@@ -507,7 +516,7 @@ impl GroupMembers for Store {
         source: &'a str,
         present: bool,
     ) -> StoreFuture<'a, ()> {
-        each!(self, s => s.set_group_member(group, device, source, present))
+        each!(self, s => Box::pin(s.write_group_member(group, device, source, present)))
     }
 }
 
@@ -517,13 +526,13 @@ impl RequestCounters for Store {
         device: &'a DeviceId,
         counter: u32,
     ) -> StoreFuture<'a, bool> {
-        each!(self, s => s.advance_request_counter(device, counter))
+        each!(self, s => Box::pin(s.advance_counter(device, counter)))
     }
     fn advance_sms_counter<'a>(
         &'a self,
         device: &'a DeviceId,
         counter: u32,
     ) -> StoreFuture<'a, bool> {
-        each!(self, s => s.advance_sms_counter(device, counter))
+        each!(self, s => Box::pin(s.advance_sms(device, counter)))
     }
 }

@@ -15,12 +15,10 @@
 //! session of its own ([`PgStore::wait_for_lock`], [`PgStore::watch_lock`]).
 use super::common::{
     Columns, Creations, EXPIRED_REASON, GroupWriter, PendingCreation, body_of, changed,
-    command_from, device_of, entry_of, given_ids, group_commits, history_from, sms_window,
+    command_from, device_of, devices_of, entry_of, given_ids, group_commits, history_from,
+    sms_window,
 };
-use super::{
-    CommandStore, Created, DeviceFacts, GroupMembers, NewCommand, QueuedCommand, Quotas, R,
-    RequestCounters, StoreError, StoreFuture,
-};
+use super::{CommandStore, Created, NewCommand, QueuedCommand, R, StoreError};
 use crate::commands::model::{Command, CommandState, HistoryEntry, Origin};
 use crate::device::{DeviceClass, DeviceId, Network};
 use prometheus_client::metrics::counter::Counter;
@@ -354,7 +352,7 @@ impl PgStore {
     }
 
     /// `key`: a device, or a quota of no device (`quota/{name}`).
-    async fn take_quota(&self, key: String, day: i64, limit: u32) -> R<bool> {
+    pub(super) async fn take_quota(&self, key: String, day: i64, limit: u32) -> R<bool> {
         let _w = self.writer.lock().await;
         let taken: Option<i64> = sqlx::query_scalar(
             "INSERT INTO devices (device, next_counter, quota_day, quota_used) VALUES ($1, 1, $2, 1) \
@@ -372,7 +370,7 @@ impl PgStore {
         Ok(taken.is_some_and(|used| used <= limit as i64))
     }
 
-    async fn return_quota(&self, key: String, day: i64) -> R<()> {
+    pub(super) async fn return_quota(&self, key: String, day: i64) -> R<()> {
         let _w = self.writer.lock().await;
         sqlx::query(
             "UPDATE devices SET quota_used = GREATEST(quota_used - 1, 0) \
@@ -385,7 +383,7 @@ impl PgStore {
         Ok(())
     }
 
-    async fn advance_counter(&self, device: &DeviceId, counter: u32) -> R<bool> {
+    pub(super) async fn advance_counter(&self, device: &DeviceId, counter: u32) -> R<bool> {
         let _w = self.writer.lock().await;
         let moved: Option<i64> = sqlx::query_scalar(
             "INSERT INTO devices (device, next_counter, request_counter) VALUES ($1, 1, $2) \
@@ -400,7 +398,7 @@ impl PgStore {
         Ok(moved.is_some())
     }
 
-    async fn advance_sms(&self, device: &DeviceId, counter: u32) -> R<bool> {
+    pub(super) async fn advance_sms(&self, device: &DeviceId, counter: u32) -> R<bool> {
         // read and write under the one writer: nothing else moves the window between
         let _w = self.writer.lock().await;
         let row: Option<(Option<i64>, i64)> =
@@ -516,10 +514,6 @@ async fn create_all(pool: &PgPool, news: &[(&NewCommand, i64)]) -> R<Vec<R<Creat
     }
     tx.commit().await?;
     Ok(group.outcomes(&pending))
-}
-
-fn devices_of(rows: Vec<String>) -> R<Vec<DeviceId>> {
-    rows.iter().map(|d| device_of(d)).collect()
 }
 
 impl CommandStore for PgStore {
@@ -816,139 +810,87 @@ impl CommandStore for PgStore {
     }
 }
 
-impl DeviceFacts for PgStore {
-    fn set_device_facts<'a>(
-        &'a self,
-        facts: &'a [(DeviceId, String, DeviceClass)],
-    ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let devices: Vec<String> = facts.iter().map(|(d, _, _)| d.to_string()).collect();
-            let apps: Vec<&str> = facts.iter().map(|(_, a, _)| a.as_str()).collect();
-            let classes: Vec<&str> = facts.iter().map(|(_, _, c)| c.as_str()).collect();
-            let _w = self.writer.lock().await;
-            sqlx::query(
-                "INSERT INTO devices (device, next_counter, application_id, class) \
-                 SELECT d, 1, a, k FROM UNNEST($1::text[], $2::text[], $3::text[]) AS t(d, a, k) \
-                 ORDER BY d \
-                 ON CONFLICT (device) DO UPDATE \
-                 SET application_id = excluded.application_id, class = excluded.class",
-            )
-            .bind(devices)
-            .bind(apps)
-            .bind(classes)
+impl PgStore {
+    /// Remembers how to reach devices, many in one write.
+    pub(super) async fn write_device_facts(
+        &self,
+        facts: &[(DeviceId, String, DeviceClass)],
+    ) -> R<()> {
+        let devices: Vec<String> = facts.iter().map(|(d, _, _)| d.to_string()).collect();
+        let apps: Vec<&str> = facts.iter().map(|(_, a, _)| a.as_str()).collect();
+        let classes: Vec<&str> = facts.iter().map(|(_, _, c)| c.as_str()).collect();
+        let _w = self.writer.lock().await;
+        sqlx::query(
+            "INSERT INTO devices (device, next_counter, application_id, class) \
+             SELECT d, 1, a, k FROM UNNEST($1::text[], $2::text[], $3::text[]) AS t(d, a, k) \
+             ORDER BY d \
+             ON CONFLICT (device) DO UPDATE \
+             SET application_id = excluded.application_id, class = excluded.class",
+        )
+        .bind(devices)
+        .bind(apps)
+        .bind(classes)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The remembered application id and class of those of `devices` it knows.
+    pub(super) async fn read_device_facts(
+        &self,
+        devices: &[DeviceId],
+    ) -> R<Vec<(DeviceId, String, DeviceClass)>> {
+        let names: Vec<String> = devices.iter().map(|d| d.to_string()).collect();
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT device, application_id, class FROM devices WHERE device = ANY($1) \
+             AND application_id IS NOT NULL AND class IS NOT NULL",
+        )
+        .bind(names)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(device, app, class)| {
+                let device = device_of(&device)?;
+                let class = DeviceClass::from_letter(&class).ok_or_else(|| {
+                    StoreError::Corrupt(format!("devices.class of {device}: \"{class}\""))
+                })?;
+                Ok((device, app, class))
+            })
+            .collect()
+    }
+
+    /// Every stored group membership: (group, device, source).
+    pub(super) async fn read_group_members(&self) -> R<Vec<(String, DeviceId, String)>> {
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT group_name, device, source FROM group_members")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(g, d, s)| Ok((g, device_of(&d)?, s)))
+            .collect()
+    }
+
+    /// Adds (`present`) or removes a membership from one source.
+    pub(super) async fn write_group_member(
+        &self,
+        group: &str,
+        device: &DeviceId,
+        source: &str,
+        present: bool,
+    ) -> R<()> {
+        let sql = if present {
+            "INSERT INTO group_members (group_name, device, source) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING"
+        } else {
+            "DELETE FROM group_members WHERE group_name = $1 AND device = $2 AND source = $3"
+        };
+        let _w = self.writer.lock().await;
+        sqlx::query(sql)
+            .bind(group)
+            .bind(device.to_string())
+            .bind(source)
             .execute(&self.pool)
             .await?;
-            Ok(())
-        })
-    }
-
-    fn device_facts<'a>(
-        &'a self,
-        devices: &'a [DeviceId],
-    ) -> StoreFuture<'a, Vec<(DeviceId, String, DeviceClass)>> {
-        Box::pin(async move {
-            let names: Vec<String> = devices.iter().map(|d| d.to_string()).collect();
-            let rows: Vec<(String, String, String)> = sqlx::query_as(
-                "SELECT device, application_id, class FROM devices WHERE device = ANY($1) \
-                 AND application_id IS NOT NULL AND class IS NOT NULL",
-            )
-            .bind(names)
-            .fetch_all(&self.pool)
-            .await?;
-            rows.into_iter()
-                .map(|(device, app, class)| {
-                    let device = device_of(&device)?;
-                    let class = DeviceClass::from_letter(&class).ok_or_else(|| {
-                        StoreError::Corrupt(format!("devices.class of {device}: \"{class}\""))
-                    })?;
-                    Ok((device, app, class))
-                })
-                .collect()
-        })
-    }
-}
-
-impl GroupMembers for PgStore {
-    fn group_members(&self) -> StoreFuture<'_, Vec<(String, DeviceId, String)>> {
-        Box::pin(async move {
-            let rows: Vec<(String, String, String)> =
-                sqlx::query_as("SELECT group_name, device, source FROM group_members")
-                    .fetch_all(&self.pool)
-                    .await?;
-            rows.into_iter()
-                .map(|(g, d, s)| Ok((g, device_of(&d)?, s)))
-                .collect()
-        })
-    }
-
-    fn set_group_member<'a>(
-        &'a self,
-        group: &'a str,
-        device: &'a DeviceId,
-        source: &'a str,
-        present: bool,
-    ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let sql = if present {
-                "INSERT INTO group_members (group_name, device, source) VALUES ($1, $2, $3) \
-                 ON CONFLICT DO NOTHING"
-            } else {
-                "DELETE FROM group_members WHERE group_name = $1 AND device = $2 AND source = $3"
-            };
-            let _w = self.writer.lock().await;
-            sqlx::query(sql)
-                .bind(group)
-                .bind(device.to_string())
-                .bind(source)
-                .execute(&self.pool)
-                .await?;
-            Ok(())
-        })
-    }
-}
-
-impl Quotas for PgStore {
-    fn take_daily_quota<'a>(
-        &'a self,
-        device: &'a DeviceId,
-        day: i64,
-        limit: u32,
-    ) -> StoreFuture<'a, bool> {
-        Box::pin(self.take_quota(device.to_string(), day, limit))
-    }
-
-    fn return_daily_quota<'a>(&'a self, device: &'a DeviceId, day: i64) -> StoreFuture<'a, ()> {
-        Box::pin(self.return_quota(device.to_string(), day))
-    }
-
-    fn take_shared_quota<'a>(
-        &'a self,
-        name: &'a str,
-        day: i64,
-        limit: u32,
-    ) -> StoreFuture<'a, bool> {
-        Box::pin(self.take_quota(format!("quota/{name}"), day, limit))
-    }
-
-    fn return_shared_quota<'a>(&'a self, name: &'a str, day: i64) -> StoreFuture<'a, ()> {
-        Box::pin(self.return_quota(format!("quota/{name}"), day))
-    }
-}
-
-impl RequestCounters for PgStore {
-    fn advance_request_counter<'a>(
-        &'a self,
-        device: &'a DeviceId,
-        counter: u32,
-    ) -> StoreFuture<'a, bool> {
-        Box::pin(self.advance_counter(device, counter))
-    }
-
-    fn advance_sms_counter<'a>(
-        &'a self,
-        device: &'a DeviceId,
-        counter: u32,
-    ) -> StoreFuture<'a, bool> {
-        Box::pin(self.advance_sms(device, counter))
+        Ok(())
     }
 }

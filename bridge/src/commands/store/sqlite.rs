@@ -1,12 +1,10 @@
 //! The SQLite store: every trait of [`super`] on one database file.
 use super::common::{
     Columns, Creations, EXPIRED_REASON, GroupWriter, PendingCreation, body_of, changed,
-    command_from, entry_of, given_ids, group_commits, history_from, sms_window,
+    command_from, device_of, devices_of, entry_of, given_ids, group_commits, history_from,
+    sms_window,
 };
-use super::{
-    CommandStore, Created, DeviceFacts, GroupMembers, NewCommand, QueuedCommand, Quotas, R,
-    RequestCounters, StoreError, StoreFuture,
-};
+use super::{CommandStore, Created, NewCommand, QueuedCommand, R, StoreError};
 use crate::commands::model::{Command, CommandState, HistoryEntry, Origin};
 use crate::device::{DeviceClass, DeviceId, Network};
 use prometheus_client::metrics::counter::Counter;
@@ -528,9 +526,7 @@ impl CommandStore for SqliteStore {
                 .bind(batch_id)
                 .fetch_all(&self.reader)
                 .await?;
-        rows.iter()
-            .map(|d| DeviceId::parse_path(d).map_err(|e| StoreError::Corrupt(e.to_string())))
-            .collect()
+        devices_of(rows)
     }
 
     async fn by_network_ref(&self, network_ref: &str) -> R<Vec<Command>> {
@@ -674,7 +670,10 @@ impl SqliteStore {
         Ok(())
     }
 
-    async fn write_device_facts(&self, facts: &[(DeviceId, String, DeviceClass)]) -> R<()> {
+    pub(super) async fn write_device_facts(
+        &self,
+        facts: &[(DeviceId, String, DeviceClass)],
+    ) -> R<()> {
         let rows: Vec<(String, &str, &str)> = facts
             .iter()
             .map(|(d, a, c)| (d.to_string(), a.as_str(), c.as_str()))
@@ -692,7 +691,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    async fn read_device_facts(
+    pub(super) async fn read_device_facts(
         &self,
         devices: &[DeviceId],
     ) -> R<Vec<(DeviceId, String, DeviceClass)>> {
@@ -723,7 +722,7 @@ impl SqliteStore {
 
     /// `key`: a device (`{network}/{id}`), or a quota of no device (`quota/{name}`, a
     /// row of its own in `devices` that no device id can name).
-    async fn take_quota(&self, key: String, day: i64, limit: u32) -> R<bool> {
+    pub(super) async fn take_quota(&self, key: String, day: i64, limit: u32) -> R<bool> {
         // one statement: reset on a new day, count up while under the limit
         let taken: Option<i64> = sqlx::query_scalar(
             "INSERT INTO devices (device, next_counter, quota_day, quota_used) VALUES (?1, 1, ?2, 1) \
@@ -740,7 +739,7 @@ impl SqliteStore {
         Ok(taken.is_some_and(|used| used <= limit as i64))
     }
 
-    async fn advance_counter(&self, device: &DeviceId, counter: u32) -> R<bool> {
+    pub(super) async fn advance_counter(&self, device: &DeviceId, counter: u32) -> R<bool> {
         // one statement: only a counter above the stored one moves it
         let moved: Option<i64> = sqlx::query_scalar(
             "INSERT INTO devices (device, next_counter, request_counter) VALUES (?1, 1, ?2) \
@@ -755,7 +754,7 @@ impl SqliteStore {
         Ok(moved.is_some())
     }
 
-    async fn advance_sms(&self, device: &DeviceId, counter: u32) -> R<bool> {
+    pub(super) async fn advance_sms(&self, device: &DeviceId, counter: u32) -> R<bool> {
         // read and write under the one writer: nothing else moves the window between
         let mut writer = self.writer.lock().await;
         let row: Option<(Option<i64>, i64)> =
@@ -779,7 +778,7 @@ impl SqliteStore {
         Ok(true)
     }
 
-    async fn return_quota(&self, key: String, day: i64) -> R<()> {
+    pub(super) async fn return_quota(&self, key: String, day: i64) -> R<()> {
         sqlx::query("UPDATE devices SET quota_used = MAX(quota_used - 1, 0) WHERE device = ? AND quota_day = ?")
             .bind(key)
             .bind(day)
@@ -789,106 +788,38 @@ impl SqliteStore {
     }
 }
 
-impl DeviceFacts for SqliteStore {
-    fn set_device_facts<'a>(
-        &'a self,
-        facts: &'a [(DeviceId, String, DeviceClass)],
-    ) -> StoreFuture<'a, ()> {
-        Box::pin(self.write_device_facts(facts))
-    }
-
-    fn device_facts<'a>(
-        &'a self,
-        devices: &'a [DeviceId],
-    ) -> StoreFuture<'a, Vec<(DeviceId, String, DeviceClass)>> {
-        Box::pin(self.read_device_facts(devices))
-    }
-}
-
-impl GroupMembers for SqliteStore {
-    fn group_members(&self) -> StoreFuture<'_, Vec<(String, DeviceId, String)>> {
-        Box::pin(async move {
-            let rows: Vec<(String, String, String)> =
-                sqlx::query_as("SELECT group_name, device, source FROM group_members")
-                    .fetch_all(&self.reader)
-                    .await?;
-            rows.into_iter()
-                .map(|(g, d, s)| {
-                    let d =
-                        DeviceId::parse_path(&d).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    Ok((g, d, s))
-                })
-                .collect()
-        })
-    }
-
-    fn set_group_member<'a>(
-        &'a self,
-        group: &'a str,
-        device: &'a DeviceId,
-        source: &'a str,
-        present: bool,
-    ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let sql = if present {
-                "INSERT INTO group_members (group_name, device, source) VALUES (?, ?, ?) \
-                 ON CONFLICT DO NOTHING"
-            } else {
-                "DELETE FROM group_members WHERE group_name = ? AND device = ? AND source = ?"
-            };
-            sqlx::query(sql)
-                .bind(group)
-                .bind(device.to_string())
-                .bind(source)
-                .execute(&mut *self.writer.lock().await)
+impl SqliteStore {
+    /// Every stored group membership: (group, device, source).
+    pub(super) async fn read_group_members(&self) -> R<Vec<(String, DeviceId, String)>> {
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT group_name, device, source FROM group_members")
+                .fetch_all(&self.reader)
                 .await?;
-            Ok(())
-        })
-    }
-}
-
-impl Quotas for SqliteStore {
-    fn take_daily_quota<'a>(
-        &'a self,
-        device: &'a DeviceId,
-        day: i64,
-        limit: u32,
-    ) -> StoreFuture<'a, bool> {
-        Box::pin(self.take_quota(device.to_string(), day, limit))
+        rows.into_iter()
+            .map(|(g, d, s)| Ok((g, device_of(&d)?, s)))
+            .collect()
     }
 
-    fn return_daily_quota<'a>(&'a self, device: &'a DeviceId, day: i64) -> StoreFuture<'a, ()> {
-        Box::pin(self.return_quota(device.to_string(), day))
-    }
-
-    fn take_shared_quota<'a>(
-        &'a self,
-        name: &'a str,
-        day: i64,
-        limit: u32,
-    ) -> StoreFuture<'a, bool> {
-        Box::pin(self.take_quota(format!("quota/{name}"), day, limit))
-    }
-
-    fn return_shared_quota<'a>(&'a self, name: &'a str, day: i64) -> StoreFuture<'a, ()> {
-        Box::pin(self.return_quota(format!("quota/{name}"), day))
-    }
-}
-
-impl RequestCounters for SqliteStore {
-    fn advance_request_counter<'a>(
-        &'a self,
-        device: &'a DeviceId,
-        counter: u32,
-    ) -> StoreFuture<'a, bool> {
-        Box::pin(self.advance_counter(device, counter))
-    }
-
-    fn advance_sms_counter<'a>(
-        &'a self,
-        device: &'a DeviceId,
-        counter: u32,
-    ) -> StoreFuture<'a, bool> {
-        Box::pin(self.advance_sms(device, counter))
+    /// Adds (`present`) or removes a membership from one source.
+    pub(super) async fn write_group_member(
+        &self,
+        group: &str,
+        device: &DeviceId,
+        source: &str,
+        present: bool,
+    ) -> R<()> {
+        let sql = if present {
+            "INSERT INTO group_members (group_name, device, source) VALUES (?, ?, ?) \
+             ON CONFLICT DO NOTHING"
+        } else {
+            "DELETE FROM group_members WHERE group_name = ? AND device = ? AND source = ?"
+        };
+        sqlx::query(sql)
+            .bind(group)
+            .bind(device.to_string())
+            .bind(source)
+            .execute(&mut *self.writer.lock().await)
+            .await?;
+        Ok(())
     }
 }

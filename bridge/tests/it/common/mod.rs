@@ -743,3 +743,66 @@ impl Drop for PgRun {
             .status();
     }
 }
+
+/// The real bridge binary with a configuration of its own: this broker, a client id,
+/// HTTP on a free port, and its store (SQLite in its directory, unless `store` names
+/// another). Killed when dropped.
+pub struct BridgeProcess {
+    pub config: PathBuf,
+    pub addr: SocketAddr,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl BridgeProcess {
+    pub fn new(broker: &Mosquitto, client_id: &str, store: Option<&str>) -> Self {
+        let (config, addr, dir) = binary_config(broker, client_id);
+        if let Some(url) = store {
+            let sqlite = format!("sqlite://{}/bridge.db", dir.path().display());
+            let text = std::fs::read_to_string(&config).unwrap();
+            assert!(text.contains(&sqlite), "{text}");
+            std::fs::write(&config, text.replace(&sqlite, url)).unwrap();
+        }
+        BridgeProcess {
+            config,
+            addr,
+            child: None,
+            _dir: dir,
+        }
+    }
+
+    /// Starts it, logging at `log` (RUST_LOG) to the test's stderr.
+    pub fn start(&mut self, log: &str) {
+        let child = Command::new(env!("CARGO_BIN_EXE_longproto-bridge"))
+            .arg("-c")
+            .arg(&self.config)
+            .env("RUST_LOG", log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn child(&mut self) -> Option<&mut Child> {
+        self.child.as_mut()
+    }
+}
+
+impl Drop for BridgeProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
